@@ -1,0 +1,112 @@
+"""The detector's entrypoint: a batch of snapshots → section state in Postgres → change events."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from services.detector.changes import detect, latest_per_section
+from services.detector.store import apply_snapshots, record_missing
+from shared.delivery import Settler, describe
+from shared.events import SectionLive, SectionNotFound, SectionSnapshot, UnknownSchemaVersion, decode, encode
+from shared.messaging import Outgoing, publish_all
+from shared.streams import Consumer, Topology
+
+log = structlog.get_logger()
+
+
+class Detector:
+    def __init__(
+        self, pool: asyncpg.Pool, nc: Client, topology: Topology, consumer: Consumer | None = None
+    ) -> None:
+        self._pool = pool
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._topology = topology
+        self._settler = Settler(self._js, topology, consumer or topology.detector)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        found: list[SectionSnapshot] = []
+        missing: list[SectionNotFound] = []
+        readable: list[Msg] = []
+        for msg in msgs:
+            try:
+                if msg.subject == self._topology.snapshot_missing_subject:
+                    missing.append(decode(msg.data, SectionNotFound))
+                else:
+                    found.append(decode(msg.data, SectionSnapshot))
+            except (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion) as exc:
+                await self._settler.dead_letter(msg, f"undecodable snapshot: {describe(exc)}")
+                continue
+            readable.append(msg)
+        try:
+            await self._process(found, missing)
+        except (asyncpg.PostgresError, OSError, NatsError, TimeoutError) as exc:
+            for msg in readable:
+                await self._settler.fail(msg, exc, transient=True)
+            return
+        for msg in readable:
+            await msg.ack()
+
+    async def _process(self, found: list[SectionSnapshot], missing: list[SectionNotFound]) -> None:
+        now = time.time()
+        applied = await apply_snapshots(self._pool, latest_per_section(found))
+        gone = await record_missing(self._pool, missing)
+        changes = [
+            change
+            for item in applied
+            for change in detect(item.previous, item.snapshot.state, item.snapshot.snapshot_id, now)
+        ]
+        # Changes are durable: published and acknowledged by JetStream before the snapshots are acked.
+        await publish_all(
+            self._js,
+            [
+                Outgoing(
+                    self._topology.change_subject(change.kind),
+                    encode(change),
+                    f"{change.kind}:{change.state.term}:{change.state.class_nbr}:{change.change_key}",
+                )
+                for change in changes
+            ],
+        )
+        # Live updates are best-effort (core NATS): a page that misses one reloads the list.
+        for item in applied:
+            state = item.snapshot.state
+            live = SectionLive(
+                checked_at=item.snapshot.scraped_at,
+                state=state,
+                term=state.term,
+                class_nbr=state.class_nbr,
+                found=True,
+            )
+            await self._nc.publish(
+                self._topology.live_section_subject(state.term, state.class_nbr), encode(live)
+            )
+        for term, class_nbr, _ in gone:
+            live = SectionLive(checked_at=now, state=None, term=term, class_nbr=class_nbr, found=False)
+            await self._nc.publish(self._topology.live_section_subject(term, class_nbr), encode(live))
+        for change in changes:
+            log.info(
+                "change detected",
+                kind=change.kind,
+                term=change.state.term,
+                class_nbr=change.state.class_nbr,
+                open_seats=change.state.open_seats,
+                old_open_seats=change.old_open_seats,
+            )
+        log.info(
+            "snapshots applied",
+            found=len(found),
+            missing=len(missing),
+            stored=len(applied),
+            changes=len(changes),
+        )
+
+    async def close(self) -> None:
+        await self._pool.close()

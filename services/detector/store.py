@@ -1,0 +1,107 @@
+"""Section state in PostgreSQL: one statement per batch upserts and returns old-versus-new."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import asyncpg
+import msgspec
+
+from services.detector.changes import Previous
+from shared.events import SectionNotFound, SectionSnapshot
+
+_COLUMNS = (
+    "subject, catalog_nbr, title, section, component, instructors, enrl_cap, enrl_tot, open_seats, "
+    "wait_cap, wait_tot, reserved_seats, days, start_time, end_time, location, instruction_mode, class_status"
+)
+
+# Later snapshots win (`scraped_at`); an older one arriving late changes nothing. The previous values are
+# kept in prev_*; when the same snapshot is applied again (a redelivery), prev_* are left as they were,
+# so the row reports the very same transition again and the emitted change ids repeat (deduplicated).
+UPSERT_SNAPSHOTS = f"""
+WITH incoming AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
+        term text, class_nbr text, subject text, catalog_nbr text, title text, section text,
+        component text, instructors text[], enrl_cap integer, enrl_tot integer, open_seats integer,
+        wait_cap integer, wait_tot integer, reserved_seats boolean, days text, start_time text,
+        end_time text, location text, instruction_mode text, class_status text,
+        snapshot_id text, scraped_at double precision)
+)
+INSERT INTO section AS s (term, class_nbr, {_COLUMNS}, snapshot_id, scraped_at)
+SELECT term, class_nbr, {_COLUMNS}, snapshot_id, to_timestamp(scraped_at) FROM incoming
+ON CONFLICT (term, class_nbr) DO UPDATE SET
+    subject = EXCLUDED.subject, catalog_nbr = EXCLUDED.catalog_nbr, title = EXCLUDED.title,
+    section = EXCLUDED.section, component = EXCLUDED.component, instructors = EXCLUDED.instructors,
+    enrl_cap = EXCLUDED.enrl_cap, enrl_tot = EXCLUDED.enrl_tot, open_seats = EXCLUDED.open_seats,
+    wait_cap = EXCLUDED.wait_cap, wait_tot = EXCLUDED.wait_tot, reserved_seats = EXCLUDED.reserved_seats,
+    days = EXCLUDED.days, start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time,
+    location = EXCLUDED.location, instruction_mode = EXCLUDED.instruction_mode,
+    class_status = EXCLUDED.class_status,
+    prev_open_seats = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_open_seats
+                           ELSE s.open_seats END,
+    prev_instructors = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_instructors
+                            ELSE s.instructors END,
+    snapshot_id = EXCLUDED.snapshot_id,
+    scraped_at = EXCLUDED.scraped_at,
+    missing_count = 0
+WHERE EXCLUDED.scraped_at >= s.scraped_at
+RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors
+"""
+
+RECORD_MISSING = """
+UPDATE section AS s SET
+    missing_count = s.missing_count + CASE WHEN s.snapshot_id = m.snapshot_id THEN 0 ELSE 1 END,
+    last_missing_at = to_timestamp(m.scraped_at),
+    snapshot_id = m.snapshot_id,
+    scraped_at = to_timestamp(m.scraped_at)
+FROM jsonb_to_recordset($1::jsonb)
+    AS m(term text, class_nbr text, snapshot_id text, scraped_at double precision)
+WHERE s.term = m.term AND s.class_nbr = m.class_nbr AND to_timestamp(m.scraped_at) >= s.scraped_at
+RETURNING s.term, s.class_nbr, s.missing_count
+"""
+
+
+class Applied(NamedTuple):
+    snapshot: SectionSnapshot
+    previous: Previous | None
+
+
+def _row(snapshot: SectionSnapshot) -> dict[str, object]:
+    row = msgspec.structs.asdict(snapshot.state)
+    row["instructors"] = list(snapshot.state.instructors)
+    row["snapshot_id"] = snapshot.snapshot_id
+    row["scraped_at"] = snapshot.scraped_at
+    return row
+
+
+async def apply_snapshots(
+    conn: asyncpg.Pool | asyncpg.Connection, snapshots: list[SectionSnapshot]
+) -> list[Applied]:
+    """Store the snapshots; return the ones not stale, each with what it replaced (None: first sight)."""
+    if not snapshots:
+        return []
+    by_key = {(s.state.term, s.state.class_nbr): s for s in snapshots}
+    rows = await conn.fetch(UPSERT_SNAPSHOTS, msgspec.json.encode([_row(s) for s in snapshots]).decode())
+    applied: list[Applied] = []
+    for row in rows:
+        snapshot = by_key[(row["term"], row["class_nbr"])]
+        previous = (
+            None
+            if row["prev_open_seats"] is None
+            else Previous(row["prev_open_seats"], tuple(row["prev_instructors"] or ()))
+        )
+        applied.append(Applied(snapshot, previous))
+    return applied
+
+
+async def record_missing(
+    conn: asyncpg.Pool | asyncpg.Connection, missing: list[SectionNotFound]
+) -> list[tuple[str, str, int]]:
+    if not missing:
+        return []
+    payload = [
+        {"term": m.term, "class_nbr": m.class_nbr, "snapshot_id": m.snapshot_id, "scraped_at": m.scraped_at}
+        for m in missing
+    ]
+    rows = await conn.fetch(RECORD_MISSING, msgspec.json.encode(payload).decode())
+    return [(row["term"], row["class_nbr"], row["missing_count"]) for row in rows]

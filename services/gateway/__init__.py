@@ -1,0 +1,1 @@
+"""The web gateway: accounts, watches, live section updates and the student's page."""

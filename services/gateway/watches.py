@@ -1,0 +1,163 @@
+"""A student's watches: list, add (and ask for an immediate look-up), delete."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+from litestar import Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.params import FromPath
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from services.gateway.bodies import UnprocessableContent, read_json
+from services.gateway.sections import WatchView, watch_view
+from shared.asu import is_class_nbr, is_term
+from shared.events import CheckSection, WatchesChanged, encode
+from shared.streams import Topology
+
+log = structlog.get_logger()
+
+MAX_WATCHES = 25
+PUBLISH_TIMEOUT = 2.0
+
+_WATCH_COLUMNS = """
+    w.id, w.term, w.class_nbr, w.created_at,
+    s.subject, s.catalog_nbr, s.title, s.section, s.component, s.instructors, s.enrl_cap, s.enrl_tot,
+    s.open_seats, s.wait_cap, s.wait_tot, s.reserved_seats, s.days, s.start_time, s.end_time, s.location,
+    s.instruction_mode, s.class_status, s.scraped_at, s.missing_count, s.last_missing_at
+"""
+SELECT_WATCHES = f"""
+SELECT {_WATCH_COLUMNS}
+FROM watch w LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
+WHERE w.user_id = $1
+ORDER BY w.created_at, w.id
+"""
+SELECT_WATCH = f"""
+SELECT {_WATCH_COLUMNS}
+FROM watch w LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
+WHERE w.user_id = $1 AND w.id = $2
+"""
+# Locking the user row serialises one user's concurrent adds, so the cap holds exactly.
+LOCK_USER = "SELECT id FROM app_user WHERE id = $1 FOR UPDATE"
+COUNT_WATCHES = "SELECT count(*) FROM watch WHERE user_id = $1"
+INSERT_WATCH = """
+INSERT INTO watch (user_id, term, class_nbr) VALUES ($1, $2, $3)
+ON CONFLICT (user_id, term, class_nbr) DO NOTHING
+RETURNING id
+"""
+DELETE_WATCH = "DELETE FROM watch WHERE id = $1 AND user_id = $2"
+
+
+class NewWatch(msgspec.Struct, kw_only=True):
+    term: str = ""
+    class_nbr: str = ""
+
+
+def validate_watch(watch: NewWatch) -> str | None:
+    """The message for the first problem with a new watch, or None."""
+    term, class_nbr = watch.term.strip(), watch.class_nbr.strip()
+    if not term:
+        return "term is required"
+    if not is_term(term):
+        return "term must be an ASU term code like 2267 (Fall 2026)"
+    if not class_nbr:
+        return "class number is required"
+    if not is_class_nbr(class_nbr):
+        return "class number must be 5 digits"
+    return None
+
+
+async def announce_watches_changed(nc: Client, topology: Topology, user_id: int) -> None:
+    """Tell every gateway's open live streams of this user to reload; best effort."""
+    try:
+        await nc.publish(topology.live_user_subject(user_id), encode(WatchesChanged(user_id=user_id)))
+    except Exception as exc:
+        log.warning("watches-changed publish failed", user_id=user_id, error=str(exc))
+
+
+async def request_check(
+    js: JetStreamContext, topology: Topology, term: str, class_nbr: str, watch_id: int
+) -> None:
+    """Ask the scraper to look the section up now instead of at its next cycle; best effort."""
+    now = time.time()
+    check = CheckSection(term=term, class_nbr=class_nbr, window=topology.window_of(now), requested_at=now)
+    try:
+        await js.publish(
+            topology.check_subject,
+            encode(check),
+            timeout=PUBLISH_TIMEOUT,
+            headers={"Nats-Msg-Id": f"check:{term}:{class_nbr}:new:{watch_id}"},
+        )
+    except Exception as exc:
+        log.warning("immediate check publish failed", term=term, class_nbr=class_nbr, error=str(exc))
+
+
+@get("/api/v1/watches")
+async def list_watches(user_id: NamedDependency[int], pool: NamedDependency[asyncpg.Pool]) -> list[WatchView]:
+    """The logged-in user's watches, oldest first: 200 `[watch]`, 401 when not logged in.
+
+    A watch is `{"id", "term", "term_label", "class_nbr", "created_at", "catalog_url", "section"}`, where
+    `section` is null until the section was first checked, else its latest state: `course`, `title`,
+    `section`, `instructors`, `instructor_label`, `instructor_links` (Rate My Professors, named instructors
+    only), seats (`enrl_cap`, `enrl_tot`, `open_seats`, `reserved_seats`, `wait_cap`, `wait_tot`), `days`,
+    `start_time`, `end_time`, `location`, `last_checked`, `catalog_url`, and `found` (false when the last
+    check did not find the section).
+    """
+    return [watch_view(row) for row in await pool.fetch(SELECT_WATCHES, user_id)]
+
+
+@post("/api/v1/watches", status_code=201)
+async def add_watch(
+    request: Request[Any, Any, Any],
+    user_id: NamedDependency[int],
+    pool: NamedDependency[asyncpg.Pool],
+    nc: NamedDependency[Client],
+    js: NamedDependency[JetStreamContext],
+    topology: NamedDependency[Topology],
+) -> WatchView:
+    """Watch a section: body `{"term": "2267", "class_nbr": "66445"}`.
+
+    201 with the watch (shape of `GET /api/v1/watches`), and the section is looked up right away;
+    409 when already watching it; 422 for an invalid term or class number, or at 25 watches; 401 when
+    not logged in.
+    """
+    new = await read_json(request, NewWatch)
+    if (problem := validate_watch(new)) is not None:
+        raise UnprocessableContent(detail=problem)
+    term, class_nbr = new.term.strip(), new.class_nbr.strip()
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(LOCK_USER, user_id) is None:
+            raise NotAuthorizedException(detail="log in first")
+        if await conn.fetchval(COUNT_WATCHES, user_id) >= MAX_WATCHES:
+            raise UnprocessableContent(detail=f"watch limit reached ({MAX_WATCHES})")
+        watch_id = await conn.fetchval(INSERT_WATCH, user_id, term, class_nbr)
+        if watch_id is None:
+            raise HTTPException(status_code=409, detail=f"you already watch class {class_nbr} in this term")
+        row = await conn.fetchrow(SELECT_WATCH, user_id, watch_id)
+    assert row is not None
+    log.info("watch added", user_id=user_id, watch_id=watch_id, term=term, class_nbr=class_nbr)
+    await request_check(js, topology, term, class_nbr, watch_id)
+    await announce_watches_changed(nc, topology, user_id)
+    return watch_view(row)
+
+
+@delete("/api/v1/watches/{watch_id:int}", status_code=204)
+async def delete_watch(
+    watch_id: FromPath[int],
+    user_id: NamedDependency[int],
+    pool: NamedDependency[asyncpg.Pool],
+    nc: NamedDependency[Client],
+    topology: NamedDependency[Topology],
+) -> None:
+    """Stop watching: 204; 404 when the watch does not exist or belongs to someone else; 401 when not
+    logged in."""
+    if await pool.execute(DELETE_WATCH, watch_id, user_id) != "DELETE 1":
+        raise NotFoundException(detail="no such watch")
+    log.info("watch deleted", user_id=user_id, watch_id=watch_id)
+    await announce_watches_changed(nc, topology, user_id)

@@ -1,0 +1,48 @@
+"""`python -m services.scheduler`: publish check events every CHECK_INTERVAL_SECONDS until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from services.scheduler.app import Scheduler
+from shared.db import create_pool
+from shared.logging import configure_logging
+from shared.messaging import connect_nats
+from shared.settings import Settings, SettingsError, load_settings
+from shared.streams import Topology
+
+
+async def serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    pool = await create_pool(settings.database_url, max_size=2)
+    nc = await connect_nats(settings.nats_url, "pmc-scheduler")
+    try:
+        topology = Topology(settings.namespace, settings.check_interval_seconds)
+        await Scheduler(pool, nc.jetstream(), topology).run_forever(stop)
+    finally:
+        await nc.drain()
+        await pool.close()
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"scheduler: {exc}")
+    log = configure_logging(settings, "scheduler")
+    log.info("service started", interval=settings.check_interval_seconds)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot start", error=str(exc) or type(exc).__name__)
+        sys.exit(1)
+    log.info("service stopped")
+
+
+if __name__ == "__main__":
+    main()

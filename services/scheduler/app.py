@@ -1,0 +1,71 @@
+"""The scheduler: at the start of every window, one check event per watched section."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from nats.js import JetStreamContext
+
+from services.scheduler.due import check_messages, seconds_until_next_window
+from services.scheduler.sections import watched_sections
+from shared.messaging import publish_all
+from shared.streams import Topology
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    window: int
+    sections: int
+    published: int
+    duplicates: int
+    seconds: float
+
+
+class Scheduler:
+    def __init__(self, pool: asyncpg.Pool, js: JetStreamContext, topology: Topology) -> None:
+        self._pool = pool
+        self._js = js
+        self._topology = topology
+
+    async def run_cycle(self, now: float | None = None) -> CycleResult:
+        started = time.monotonic()
+        now = time.time() if now is None else now
+        window = self._topology.window_of(now)
+        sections = await watched_sections(self._pool)
+        acks = await publish_all(self._js, check_messages(self._topology, sections, window, now))
+        duplicates = sum(1 for ack in acks if ack.duplicate)
+        result = CycleResult(
+            window=window,
+            sections=len(sections),
+            published=len(acks) - duplicates,
+            duplicates=duplicates,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        log.info(
+            "check cycle published",
+            window=result.window,
+            sections=result.sections,
+            published=result.published,
+            duplicates=result.duplicates,
+            seconds=result.seconds,
+        )
+        return result
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """A cycle now, then one at the start of each window, aligned to the wall clock so that replicas
+        publish the same windows (and JetStream deduplicates them)."""
+        interval = self._topology.check_interval_seconds
+        while not stop.is_set():
+            try:
+                await self.run_cycle()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.error("check cycle failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=seconds_until_next_window(time.time(), interval))

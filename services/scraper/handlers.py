@@ -1,0 +1,74 @@
+"""The scraper's entrypoint: a batch of check events, each looked up concurrently and settled alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import structlog
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from services.scraper.catalog import CatalogClient, PermanentCatalogError, TransientCatalogError
+from services.scraper.observation import observation, snapshot_id
+from services.scraper.parser import CatalogFormatError, find_section
+from shared.delivery import Settler, describe
+from shared.events import CheckSection, UnknownSchemaVersion, decode
+from shared.messaging import publish_all
+from shared.streams import Consumer, Topology
+
+log = structlog.get_logger()
+
+
+class Scraper:
+    def __init__(
+        self,
+        catalog: CatalogClient,
+        js: JetStreamContext,
+        topology: Topology,
+        consumer: Consumer | None = None,
+    ) -> None:
+        self._catalog = catalog
+        self._js = js
+        self._topology = topology
+        self._settler = Settler(js, topology, consumer or topology.scraper)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        await asyncio.gather(*(self.check(msg) for msg in msgs))
+
+    async def check(self, msg: Msg) -> None:
+        try:
+            check = decode(msg.data, CheckSection)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion) as exc:
+            await self._settler.dead_letter(msg, f"undecodable check: {describe(exc)}")
+            return
+        started = time.monotonic()
+        try:
+            payload = await self._catalog.search_section(check.term, check.class_nbr)
+            state = find_section(payload, check.term, check.class_nbr)
+        except TransientCatalogError as exc:
+            await self._settler.fail(msg, exc, transient=True)
+            return
+        except (PermanentCatalogError, CatalogFormatError) as exc:
+            await self._settler.fail(msg, exc, transient=False)
+            return
+        outgoing = observation(self._topology, check, state, snapshot_id(check, msg), time.time())
+        try:
+            await publish_all(self._js, [outgoing])
+        except (NatsError, TimeoutError) as exc:
+            await self._settler.fail(msg, exc, transient=True)
+            return
+        await msg.ack()
+        log.info(
+            "section checked",
+            term=check.term,
+            class_nbr=check.class_nbr,
+            found=state is not None,
+            open_seats=None if state is None else state.open_seats,
+            ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def close(self) -> None:
+        await self._catalog.aclose()

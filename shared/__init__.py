@@ -1,0 +1,1 @@
+"""What every PickMyClass service shares: wire contracts, settings, logging and clients."""

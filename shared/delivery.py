@@ -1,0 +1,103 @@
+"""How a consumer settles each JetStream message: ack, retry later, or dead-letter.
+
+FastStream's default for JetStream rejects (terminates) on error, so nothing would ever be retried and
+`max_deliver` would never apply. Every consumer here settles explicitly instead: a transient failure is
+NAKed with a delay that grows with the delivery count; a permanent failure, or a transient one on the last
+allowed delivery, is copied to the dead-letter stream with its error and then terminated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from shared.events import DeadLetter, encode
+from shared.streams import Consumer, Topology
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Retry:
+    delay: float
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+
+
+def decide(num_delivered: int, consumer: Consumer, *, transient: bool) -> Retry | GiveUp:
+    """What to do with a message whose handling failed on delivery number `num_delivered` (1-based)."""
+    if not transient:
+        return GiveUp("permanent error")
+    if num_delivered >= consumer.max_deliver:
+        return GiveUp(f"failed on all {consumer.max_deliver} deliveries")
+    return Retry(consumer.retry_delay(num_delivered))
+
+
+def describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Settler:
+    """Settles messages of one durable consumer."""
+
+    def __init__(self, js: JetStreamContext, topology: Topology, consumer: Consumer) -> None:
+        self._js = js
+        self._topology = topology
+        self._consumer = consumer
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    async def ack(self, msg: Msg) -> None:
+        await msg.ack()
+
+    async def fail(self, msg: Msg, error: BaseException, *, transient: bool) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        decision = decide(delivered, self._consumer, transient=transient)
+        if isinstance(decision, Retry):
+            log.warning(
+                "message failed, will retry",
+                consumer=self._consumer.durable,
+                subject=msg.subject,
+                delivery=delivered,
+                retry_in=decision.delay,
+                error=describe(error),
+            )
+            await msg.nak(delay=decision.delay)
+            return
+        await self.dead_letter(msg, f"{decision.reason}: {describe(error)}")
+
+    async def dead_letter(self, msg: Msg, error: str) -> None:
+        delivered = msg.metadata.num_delivered or 1
+        letter = DeadLetter(
+            subject=msg.subject,
+            consumer=self._consumer.durable,
+            deliveries=delivered,
+            error=error,
+            failed_at=time.time(),
+            data=msg.data.decode("utf-8", errors="replace"),
+        )
+        # The stream sequence names the original message, so a redelivered failure is stored once.
+        msg_id = f"dead:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+        await self._js.publish(
+            self._topology.dead_subject(self._consumer.durable.removeprefix(f"{self._topology.namespace}-")),
+            encode(letter),
+            headers={"Nats-Msg-Id": msg_id},
+        )
+        await msg.term()
+        log.error(
+            "message dead-lettered",
+            consumer=self._consumer.durable,
+            subject=msg.subject,
+            deliveries=delivered,
+            error=error,
+        )

@@ -1,0 +1,92 @@
+"""Typed settings, read once from the environment.
+
+Every variable is documented in the README's configuration table. Secrets (`RESEND_API_KEY`,
+`SECRET_KEY`) come only from the environment and are never logged: `Settings.__repr__` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+DEFAULT_ASU_API_URL = "https://eadvs-cscc-catalog-api.apps.asu.edu/catalog-microservices/api/v1"
+
+EmailBackendName = Literal["resend", "outbox"]
+
+_SECRET_FIELDS = frozenset({"resend_api_key", "secret_key"})
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    nats_url: str = "nats://127.0.0.1:4222"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/pickmyclass"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    asu_api_url: str = DEFAULT_ASU_API_URL
+    email_backend: EmailBackendName = "outbox"
+    resend_api_key: str = ""
+    resend_api_url: str = "https://api.resend.com"
+    email_from: str = "PickMyClass <alerts@pickmyclass.app>"
+    check_interval_seconds: int = 300
+    gateway_port: int = 8000
+    site_url: str = "http://localhost:8000"
+    secret_key: str = ""
+    # Prefix of every subject, stream, durable consumer and Redis key, so that tests and throwaway
+    # systems can share one NATS server and one Redis with a running system.
+    namespace: str = "pmc"
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "info"
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={'***' if name in _SECRET_FIELDS and getattr(self, name) else getattr(self, name)!r}"
+            for name in self.__struct_fields__
+        )
+        return f"Settings({fields})"
+
+    __str__ = __repr__
+
+    def require_secret_key(self) -> str:
+        if len(self.secret_key) < 16:
+            raise SettingsError(
+                "SECRET_KEY must be set to at least 16 characters (it signs sessions and unsubscribe links)"
+            )
+        return self.secret_key
+
+
+_INT_FIELDS = {"check_interval_seconds", "gateway_port"}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `environ` (default: the process environment); unknown variables are ignored."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        raw = env.get(name.upper())
+        if raw is None or raw == "":
+            continue
+        if name in _INT_FIELDS:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name.upper()} must be an integer, got {raw!r}") from None
+        else:
+            values[name] = raw
+    if "email_backend" not in values and values.get("resend_api_key"):
+        values["email_backend"] = "resend"
+    if "site_url" not in values and "gateway_port" in values:
+        values["site_url"] = f"http://localhost:{values['gateway_port']}"
+    try:
+        settings = msgspec.convert(values, Settings)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from None
+    if settings.check_interval_seconds < 1:
+        raise SettingsError("CHECK_INTERVAL_SECONDS must be at least 1")
+    if settings.email_backend == "resend" and not settings.resend_api_key:
+        raise SettingsError("EMAIL_BACKEND=resend needs RESEND_API_KEY")
+    return settings

@@ -1,0 +1,129 @@
+"""The whole system for end-to-end tests: every service its own process, on a namespace and database of
+its own, with the catalog simulator and the Resend fake (the two outside systems) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from tests.infra import REPO
+
+SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 30.0) -> T:
+    """Poll `probe` until it returns something truthy. Used only where nothing can be awaited: the state
+    of another process (the fake's mailbox, a consumer's counters)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@dataclass
+class System:
+    env: dict[str, str]
+    logs: Path
+    gateway_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def run_setup(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.setup"], cwd=REPO, env=self.env, capture_output=True, check=False
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"setup failed: {result.stderr.decode()[-2000:]}")
+
+    def start(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=self.env, stdout=log, stderr=log
+        )
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+    async def stop_all(self) -> dict[str, int]:
+        """SIGTERM every service and wait without blocking the loop (the fakes run on it)."""
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for name, process in self.processes.items():
+            try:
+                codes[name] = await asyncio.to_thread(process.wait, 15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        self.processes.clear()
+        return codes
+
+    def crashed(self) -> list[str]:
+        return [name for name, process in self.processes.items() if process.poll() is not None]
+
+    def log_tails(self, lines: int = 25) -> str:
+        parts = []
+        for path in sorted(self.logs.glob("*.log")):
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path.name} ---\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+    async def wait_ready(self) -> None:
+        async def ready() -> bool:
+            if self.crashed():
+                raise AssertionError(f"{self.crashed()} exited during start-up\n{self.log_tails()}")
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{self.gateway_url}/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await eventually(ready, "the gateway to be ready", within=60)
+
+
+def system_env(
+    *, nats_url: str, database_url: str, redis_url: str, namespace: str, asu_api_url: str, resend_url: str
+) -> tuple[dict[str, str], str]:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PMC_", "TEST_"))}
+    env.update(
+        NATS_URL=nats_url,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        NAMESPACE=namespace,
+        ASU_API_URL=asu_api_url,
+        EMAIL_BACKEND="resend",
+        RESEND_API_KEY="re_e2e_test_key",
+        RESEND_API_URL=resend_url,
+        EMAIL_FROM="PickMyClass <alerts@pickmyclass.test>",
+        CHECK_INTERVAL_SECONDS="1",
+        GATEWAY_PORT=str(port),
+        SITE_URL=f"http://127.0.0.1:{port}",
+        SECRET_KEY="e2e-secret-key-0123456789abcdef",
+        LOG_FORMAT="json",
+        PYTHONUNBUFFERED="1",
+    )
+    return env, f"http://127.0.0.1:{port}"

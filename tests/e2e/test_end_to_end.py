@@ -1,0 +1,300 @@
+"""A student's whole journey through every service running as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from devtools import catalog_sim, resend_fake
+from shared.messaging import connect_nats
+from shared.streams import Topology, declare
+from tests.e2e.system import System, eventually, system_env
+from tests.infra import Servers
+
+pytestmark = pytest.mark.e2e
+
+TERM = "2271"
+NOTIFIER_ACK_WAIT = 4.0
+
+
+@dataclasses.dataclass
+class World:
+    system: System
+    catalog: httpx.AsyncClient
+    resend_url: str
+    topology: Topology
+    database_url: str
+
+
+@pytest.fixture(scope="module")
+async def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    namespace = f"e{uuid.uuid4().hex[:10]}"
+    database_url = f"{servers.database_url.rsplit('/', 1)[0]}/pmc_e2e_{uuid.uuid4().hex[:10]}"
+    async with catalog_sim.serve() as api_url, resend_fake.serve() as resend_url:
+        env, gateway_url = system_env(
+            nats_url=servers.nats_url,
+            database_url=database_url,
+            redis_url=servers.redis_url,
+            namespace=namespace,
+            asu_api_url=api_url,
+            resend_url=resend_url,
+        )
+        system = System(env=env, logs=Path(tmp_path_factory.mktemp("logs")), gateway_url=gateway_url)
+        system.run_setup()
+        topology = Topology(namespace, 1)
+        # A short ack wait so that the crash test sees its redelivery in seconds, not the default 30 s.
+        nc = await connect_nats(servers.nats_url, "e2e")
+        await declare(nc.jetstream(), topology, (topology.notifier_consumer(ack_wait=NOTIFIER_ACK_WAIT),))
+        for name in ("detector", "notifier", "scraper", "scheduler", "gateway"):
+            system.start(name)
+        try:
+            await system.wait_ready()
+            async with httpx.AsyncClient(base_url=api_url.split("/catalog-microservices")[0]) as catalog:
+                yield World(system, catalog, resend_url, topology, database_url)
+            codes = await system.stop_all()
+            assert codes == dict.fromkeys(codes, 0), f"unclean shutdown {codes}\n{system.log_tails()}"
+        finally:
+            await system.stop_all()
+            print(system.log_tails())
+            for stream in topology.streams:
+                await nc.jetstream().delete_stream(stream.name)
+            await nc.close()
+            admin = await asyncpg.connect(servers.database_url)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            await admin.close()
+
+
+async def add_section(world: World, class_nbr: str, **fields: Any) -> None:
+    body = {
+        "term": TERM,
+        "class_nbr": class_nbr,
+        "subject": "CSE",
+        "catalog_nbr": "310",
+        "title": "Data Structures and Algorithms",
+        "enrl_cap": 100,
+        "enrl_tot": 100,
+        "instructors": [],
+        **fields,
+    }
+    (await world.catalog.post("/_sim/sections", json=body)).raise_for_status()
+
+
+async def change_section(world: World, class_nbr: str, **fields: Any) -> None:
+    (await world.catalog.patch(f"/_sim/sections/{TERM}/{class_nbr}", json=fields)).raise_for_status()
+
+
+async def student(world: World, email: str) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(base_url=world.system.gateway_url)
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": "correct horse 42"}
+    )
+    assert response.status_code == 201, response.text
+    return client
+
+
+async def watch(client: httpx.AsyncClient, class_nbr: str) -> int:
+    response = await client.post("/api/v1/watches", json={"term": TERM, "class_nbr": class_nbr})
+    assert response.status_code == 201, response.text
+    watch_id: int = response.json()["id"]
+    return watch_id
+
+
+async def emails_to(world: World, address: str, subject_prefix: str = "") -> list[dict[str, Any]]:
+    return [
+        email
+        for email in await resend_fake.fetch_emails(world.resend_url)
+        if email["to"] == [address] and email["subject"].startswith(subject_prefix)
+    ]
+
+
+async def settled(world: World, class_nbr: str) -> None:
+    """Wait until checks made from now on have gone through the whole pipeline: the detector has stored
+    a snapshot scraped two seconds from now, then the notifier has acknowledged every change so far."""
+    after = time.time() + 2
+
+    async def stored() -> bool:
+        conn = await asyncpg.connect(world.database_url)
+        try:
+            scraped = await conn.fetchval(
+                "SELECT extract(epoch FROM scraped_at) FROM section WHERE term = $1 AND class_nbr = $2",
+                TERM,
+                class_nbr,
+            )
+        finally:
+            await conn.close()
+        return scraped is not None and float(scraped) > after
+
+    await eventually(stored, f"a snapshot of {class_nbr} scraped after {after:.0f}")
+    nc = await connect_nats(world.system.env["NATS_URL"], "e2e-probe")
+    js = nc.jetstream()
+    notifier = world.topology.notifier
+    try:
+        last = (await js.stream_info(notifier.stream)).state.last_seq
+
+        async def notified() -> bool:
+            info = await js.consumer_info(notifier.stream, notifier.durable)
+            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= last
+
+        await eventually(notified, f"the notifier to handle change {last}")
+    finally:
+        await nc.close()
+
+
+async def seen(client: httpx.AsyncClient, class_nbr: str) -> dict[str, Any] | None:
+    for item in (await client.get("/api/v1/watches")).json():
+        if item["class_nbr"] == class_nbr and item["section"] is not None:
+            section: dict[str, Any] = item["section"]
+            return section
+    return None
+
+
+class LiveStream:
+    """A student's open `GET /api/v1/events`, collected in the background."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.events: asyncio.Queue[ServerSentEvent] = asyncio.Queue()
+        self._client = client
+        self._opened = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async with aconnect_sse(self._client, "GET", "/api/v1/events", timeout=None) as source:
+            assert source.response.status_code == 200
+            self._opened.set()
+            async for event in source.aiter_sse():
+                await self.events.put(event)
+
+    async def opened(self) -> None:
+        await asyncio.wait_for(self._opened.wait(), 10)
+
+    def forget(self) -> None:
+        """Drop what arrived so far, so the next wait sees only updates after the change about to be made."""
+        while not self.events.empty():
+            self.events.get_nowait()
+
+    async def section_update(self, class_nbr: str, open_seats: int) -> dict[str, Any]:
+        async def matching() -> dict[str, Any]:
+            while True:
+                event = await self.events.get()
+                if event.event != "section":
+                    continue
+                data: dict[str, Any] = json.loads(event.data)
+                section = data.get("section") or {}
+                if data["class_nbr"] == class_nbr and section.get("open_seats") == open_seats:
+                    return data
+
+        return await asyncio.wait_for(matching(), 30)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_a_student_is_told_once_per_opening_and_once_per_instructor_change(world: World) -> None:
+    await add_section(world, "70001")
+    ada = await student(world, "ada@asu.test")
+    bob = await student(world, "bob@asu.test")
+    live = LiveStream(ada)
+    try:
+        await live.opened()
+        watch_id = await watch(ada, "70001")
+
+        # Another student can neither see nor delete it.
+        assert (await bob.get("/api/v1/watches")).json() == []
+        assert (await bob.delete(f"/api/v1/watches/{watch_id}")).status_code == 404
+
+        # First sight: known, full, and nobody is emailed.
+        await live.section_update("70001", open_seats=0)
+
+        # A seat opens: exactly one email, and the live page sees it.
+        live.forget()
+        await change_section(world, "70001", enrl_tot=98)
+        await live.section_update("70001", open_seats=2)
+        [email] = await eventually(lambda: emails_to(world, "ada@asu.test"), "the seat email")
+        assert email["subject"] == "Seat available: CSE 310 (70001)"
+        assert email["text"]
+        assert email["html"]
+        assert "catalog.apps.asu.edu" in email["text"]
+        assert email["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert email["headers"]["List-Unsubscribe"].startswith(
+            f"<{world.system.gateway_url}/unsubscribe?token="
+        )
+
+        # Still open for several more checks: nothing more.
+        await settled(world, "70001")
+        assert len(await emails_to(world, "ada@asu.test")) == 1
+
+        # Fills, then reopens: exactly one more.
+        live.forget()
+        await change_section(world, "70001", enrl_tot=100)
+        await live.section_update("70001", open_seats=0)
+        await change_section(world, "70001", enrl_tot=99)
+        await eventually(lambda: _count(world, "ada@asu.test", "Seat available", 2), "the second seat email")
+
+        # Staff becomes a named instructor: one instructor email.
+        await change_section(world, "70001", instructors=["Grace Hopper"])
+        [assigned] = await eventually(
+            lambda: emails_to(world, "ada@asu.test", "Instructor assigned"), "the instructor email"
+        )
+        assert "Grace Hopper" in assigned["text"]
+        await settled(world, "70001")
+        assert len(await emails_to(world, "ada@asu.test")) == 3
+        assert await emails_to(world, "bob@asu.test") == []
+    finally:
+        await live.close()
+        await ada.aclose()
+        await bob.aclose()
+
+
+async def test_a_notifier_killed_mid_send_loses_and_doubles_nothing(world: World) -> None:
+    await add_section(world, "70002")
+    carol = await student(world, "carol@asu.test")
+    try:
+        await watch(carol, "70002")
+        await eventually(lambda: seen(carol, "70002"), "the section's first check")
+        calls = await resend_fake.fetch_send_calls(world.resend_url)
+        # The provider is slow, so the notifier is still inside the send, holding its unacked
+        # message and its claim, when it is killed.
+        await resend_fake.set_latency(world.resend_url, 2500)
+        await change_section(world, "70002", enrl_tot=97)
+        await eventually(lambda: _calls_above(world, calls), "the notifier to call the provider")
+        world.system.kill("notifier")
+        world.system.start("notifier")
+        await eventually(lambda: _sent(world, "carol@asu.test"), "the redelivered change to be settled")
+        await settled(world, "70002")
+        [email] = await emails_to(world, "carol@asu.test")
+        assert email["subject"] == "Seat available: CSE 310 (70002)"
+    finally:
+        await carol.aclose()
+
+
+async def _count(world: World, address: str, prefix: str, expected: int) -> bool:
+    return len(await emails_to(world, address, prefix)) >= expected
+
+
+async def _calls_above(world: World, calls: int) -> bool:
+    return await resend_fake.fetch_send_calls(world.resend_url) > calls
+
+
+async def _sent(world: World, address: str) -> bool:
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        sent = await conn.fetchval(
+            "SELECT count(*) FROM notification n JOIN watch w ON w.id = n.watch_id"
+            " JOIN app_user u ON u.id = w.user_id WHERE u.email = $1 AND n.sent_at IS NOT NULL",
+            address,
+        )
+    finally:
+        await conn.close()
+    return bool(sent)

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import asyncpg
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from services.detector.handlers import Detector
+from shared.events import SectionChange, SectionLive, SectionSnapshot, decode, encode
+from shared.streams import Topology
+from tests.factories import snapshot
+from tests.jetstream import fetch, lose_ack, quick_redelivery, stream_events
+
+
+async def publish(js: JetStreamContext, topology: Topology, event: SectionSnapshot) -> None:
+    await js.publish(topology.snapshot_found_subject, encode(event))
+
+
+async def changes(js: JetStreamContext, topology: Topology) -> list[SectionChange]:
+    return [event for _, event in await stream_events(js, topology.changes_stream, SectionChange)]
+
+
+async def test_first_sight_stores_state_and_emits_nothing(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    detector = Detector(db, nc, topology)
+    await publish(js, topology, snapshot("a", 1.0, enrl_tot=90))
+    await detector.handle(await fetch(js, topology.detector))
+    row = await db.fetchrow("SELECT open_seats, prev_open_seats FROM section")
+    assert row is not None
+    assert (row["open_seats"], row["prev_open_seats"]) == (10, None)
+    assert await changes(js, topology) == []
+
+
+async def test_opening_is_emitted_once_even_when_the_snapshot_is_redelivered(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.detector)
+    detector = Detector(db, nc, topology)
+    await publish(js, topology, snapshot("full", 1.0, enrl_tot=100))
+    await detector.handle(await fetch(js, consumer))
+    await publish(js, topology, snapshot("open", 2.0, enrl_tot=97))
+    [first] = await fetch(js, consumer)
+    await detector.handle([lose_ack(first)])
+    [again] = await fetch(js, consumer)
+    assert again.metadata.num_delivered == 2
+    await detector.handle([again])
+    [opened] = await changes(js, topology)
+    assert (opened.kind, opened.change_key, opened.old_open_seats, opened.state.open_seats) == (
+        "seat_opened",
+        "open",
+        0,
+        3,
+    )
+    info = await js.consumer_info(consumer.stream, consumer.durable)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_stale_snapshot_changes_nothing_and_fill_then_reopen_is_a_new_opening(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    detector = Detector(db, nc, topology)
+    for event in (
+        snapshot("s1", 1.0, enrl_tot=100),
+        snapshot("s2", 2.0, enrl_tot=99),
+        snapshot("s0", 1.5, enrl_tot=100),  # arrives late: older than what is stored
+        snapshot("s3", 3.0, enrl_tot=100),
+        snapshot("s4", 4.0, enrl_tot=98, instructors=("Ada Lovelace",)),
+    ):
+        await publish(js, topology, event)
+        await detector.handle(await fetch(js, topology.detector))
+    assert [(c.kind, c.change_key) for c in await changes(js, topology)] == [
+        ("seat_opened", "s2"),
+        ("seat_filled", "s3"),
+        ("seat_opened", "s4"),
+        ("instructor_changed", "s4"),
+    ]
+
+
+async def test_live_update_is_published_for_each_stored_snapshot(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    sub = await nc.subscribe(topology.live_wildcard)
+    detector = Detector(db, nc, topology)
+    await publish(js, topology, snapshot("a", 1.0, enrl_tot=95))
+    await detector.handle(await fetch(js, topology.detector))
+    message = await sub.next_msg(timeout=5)
+    live = decode(message.data, SectionLive)
+    assert message.subject == topology.live_section_subject("2271", "12345")
+    assert live.found
+    assert live.state is not None
+    assert live.state.open_seats == 5
+    await sub.unsubscribe()
+
+
+async def test_undecodable_snapshot_goes_to_the_dead_letter_stream(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    await js.publish(topology.snapshot_found_subject, b'{"not": "a snapshot"}')
+    await Detector(db, nc, topology).handle(await fetch(js, topology.detector))
+    info = await js.stream_info(topology.dead_stream)
+    assert info.state.messages == 1

@@ -1,0 +1,367 @@
+"""The gateway's HTTP API against real Postgres, Redis and NATS (in-process client, app in its own loop)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as redis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from nats.js import JetStreamContext
+
+from services.gateway.app import create_app
+from services.gateway.sessions import session_key
+from shared.events import CheckSection, decode
+from shared.settings import Settings
+from shared.streams import Topology
+from shared.tokens import UNSUBSCRIBE, sign
+
+PASSWORD = "correct horse battery"
+JSON = {"Content-Type": "application/json"}
+
+Client = AsyncTestClient[Litestar]
+
+
+async def forget_keys(redis_client: redis.Redis, namespace: str) -> None:
+    """Sessions live for 30 days: leave no test keys behind in a shared Redis."""
+    keys = [key async for key in redis_client.scan_iter(f"{namespace}:*")]
+    if keys:
+        await redis_client.delete(*keys)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, db: asyncpg.Pool, js: JetStreamContext, redis_client: redis.Redis
+) -> AsyncIterator[Client]:
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+    await forget_keys(redis_client, settings.namespace)
+
+
+async def register(client: Client, email: str = "sparky@asu.edu") -> int:
+    response = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    user_id: int = response.json()["id"]
+    return user_id
+
+
+async def add_section(db: asyncpg.Pool, term: str, class_nbr: str, *, missing_count: int = 0) -> None:
+    await db.execute(
+        """
+        INSERT INTO section (term, class_nbr, subject, catalog_nbr, title, section, instructors, enrl_cap,
+            enrl_tot, open_seats, reserved_seats, days, start_time, end_time, location, snapshot_id,
+            scraped_at, missing_count)
+        VALUES ($1, $2, 'CSE', '310', 'Data Structures and Algorithms', '1001', $3, 150, 148, 2, true,
+            'M W', '4:30 PM', '5:45 PM', 'Tempe PSH153', 'snap-1', $4, $5)
+        """,
+        term,
+        class_nbr,
+        ["Staff", "Ruben Acuna"],
+        datetime(2026, 11, 20, 12, 0, tzinfo=UTC),
+        missing_count,
+    )
+
+
+async def test_register_login_logout_and_me(client: Client) -> None:
+    user_id = await register(client, "Sparky@ASU.edu")
+    me = await client.get("/api/v1/auth/me")
+    assert me.status_code == 200
+    assert me.json() == {"id": user_id, "email": "Sparky@ASU.edu"}
+
+    cookie = client.cookies.get("pmc_session")
+    assert cookie
+    set_cookie = await client.post(
+        "/api/v1/auth/login", json={"email": "sparky@asu.edu", "password": PASSWORD}
+    )
+    assert set_cookie.status_code == 200
+    header = set_cookie.headers["set-cookie"].lower()
+    assert "httponly" in header
+    assert "samesite=lax" in header
+    assert client.cookies.get("pmc_session") != cookie
+
+    assert (await client.post("/api/v1/auth/logout", headers=JSON)).status_code == 204
+    assert (await client.get("/api/v1/auth/me")).status_code == 401
+
+
+async def test_bad_credentials_get_the_same_answer_whether_or_not_the_account_exists(client: Client) -> None:
+    await register(client)
+    wrong_password = await client.post(
+        "/api/v1/auth/login", json={"email": "sparky@asu.edu", "password": "x" * 9}
+    )
+    no_account = await client.post(
+        "/api/v1/auth/login", json={"email": "nobody@asu.edu", "password": "x" * 9}
+    )
+    assert wrong_password.status_code == no_account.status_code == 401
+    assert wrong_password.json() == no_account.json() == {"detail": "wrong email or password"}
+
+
+async def test_repeated_failed_logins_lock_the_email(client: Client) -> None:
+    body = {"email": "nobody@asu.edu", "password": "x" * 9}
+    statuses = [(await client.post("/api/v1/auth/login", json=body)).status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"email": "not-an-email", "password": PASSWORD}, "email must look like name@example.edu"),
+        ({"password": PASSWORD}, "email is required"),
+        ({"email": "a@asu.edu", "password": "short"}, "password must be at least 8 characters"),
+        ({"email": "a@asu.edu", "password": "x" * 1025}, "password must be at most 1024 characters"),
+    ],
+)
+async def test_registration_is_validated(client: Client, body: dict[str, str], message: str) -> None:
+    response = await client.post("/api/v1/auth/register", json={**body, "unknown": "ignored"})
+    assert response.status_code == 422
+    assert response.json() == {"detail": message}
+
+
+async def test_a_field_of_the_wrong_type_is_a_422_with_a_message(client: Client) -> None:
+    response = await client.post("/api/v1/auth/register", json={"email": 5, "password": PASSWORD})
+    assert response.status_code == 422
+    assert "email" in response.json()["detail"]
+
+
+async def test_duplicate_email_is_a_conflict_whatever_its_case(client: Client) -> None:
+    await register(client, "sparky@asu.edu")
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": "SPARKY@asu.edu", "password": PASSWORD}
+    )
+    assert response.status_code == 409
+    assert "already exists" in response.json()["detail"]
+
+
+async def test_state_changing_api_calls_must_be_json(client: Client) -> None:
+    form = await client.post("/api/v1/auth/login", data={"email": "a@asu.edu", "password": PASSWORD})
+    assert form.status_code == 415
+    assert "application/json" in form.json()["detail"]
+    no_type = await client.post("/api/v1/auth/logout")
+    assert no_type.status_code == 415
+
+
+async def test_malformed_json_is_a_400(client: Client) -> None:
+    response = await client.post("/api/v1/auth/login", content=b"{nope", headers=JSON)
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the request body is not valid JSON"}
+
+
+async def test_watches_and_events_need_a_session(client: Client) -> None:
+    for method, path in [
+        ("GET", "/api/v1/watches"),
+        ("GET", "/api/v1/events"),
+        ("DELETE", "/api/v1/watches/1"),
+    ]:
+        response = await client.request(method, path)
+        assert response.status_code == 401, path
+        assert response.json() == {"detail": "log in first"}
+    response = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})
+    assert response.status_code == 401
+
+
+async def test_add_list_and_delete_a_watch(client: Client) -> None:
+    await register(client)
+    created = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})
+    assert created.status_code == 201, created.text
+    watch = created.json()
+    assert watch["term"] == "2267"
+    assert watch["term_label"] == "Fall 2026"
+    assert watch["class_nbr"] == "66445"
+    assert watch["section"] is None
+    assert "keywords=66445" in watch["catalog_url"]
+
+    listed = await client.get("/api/v1/watches")
+    assert listed.json() == [watch]
+
+    again = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})
+    assert again.status_code == 409
+    assert "already watch" in again.json()["detail"]
+
+    assert (await client.delete(f"/api/v1/watches/{watch['id']}")).status_code == 204
+    assert (await client.get("/api/v1/watches")).json() == []
+    assert (await client.delete(f"/api/v1/watches/{watch['id']}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"term": "fall", "class_nbr": "66445"}, "term must be an ASU term code like 2267 (Fall 2026)"),
+        ({"term": "2262", "class_nbr": "66445"}, "term must be an ASU term code like 2267 (Fall 2026)"),
+        ({"class_nbr": "66445"}, "term is required"),
+        ({"term": "2267", "class_nbr": "6644"}, "class number must be 5 digits"),
+        ({"term": "2267", "class_nbr": "abcde"}, "class number must be 5 digits"),
+        ({"term": "2267"}, "class number is required"),
+    ],
+)
+async def test_watch_input_is_validated(client: Client, body: dict[str, str], message: str) -> None:
+    await register(client)
+    response = await client.post("/api/v1/watches", json=body)
+    assert response.status_code == 422
+    assert response.json() == {"detail": message}
+
+
+async def test_watches_are_capped_per_user(client: Client, db: asyncpg.Pool) -> None:
+    user_id = await register(client)
+    await db.executemany(
+        "INSERT INTO watch (user_id, term, class_nbr) VALUES ($1, '2267', $2)",
+        [(user_id, f"{10000 + n}") for n in range(25)],
+    )
+    response = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})
+    assert response.status_code == 422
+    assert response.json() == {"detail": "watch limit reached (25)"}
+
+
+async def test_someone_elses_watch_is_invisible_and_cannot_be_deleted(
+    client: Client, settings: Settings, db: asyncpg.Pool
+) -> None:
+    await register(client, "owner@asu.edu")
+    watch = (await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})).json()
+    async with AsyncTestClient(app=create_app(settings)) as other:
+        await register(other, "other@asu.edu")
+        assert (await other.get("/api/v1/watches")).json() == []
+        missing = await other.delete("/api/v1/watches/999999")
+        foreign = await other.delete(f"/api/v1/watches/{watch['id']}")
+        assert foreign.status_code == missing.status_code == 404
+        assert foreign.json() == missing.json()
+    assert await db.fetchval("SELECT count(*) FROM watch") == 1
+
+
+async def test_a_new_watch_asks_for_an_immediate_check(
+    client: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    await register(client)
+    watch = (await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})).json()
+    message = await js.get_last_msg(topology.checks_stream, topology.check_subject)
+    assert message.data is not None
+    check = decode(message.data, CheckSection)
+    assert (check.term, check.class_nbr) == ("2267", "66445")
+    assert check.window == topology.window_of(check.requested_at)
+    assert message.headers is not None
+    assert message.headers["Nats-Msg-Id"] == f"check:2267:66445:new:{watch['id']}"
+
+
+async def test_watches_show_the_latest_section_state(client: Client, db: asyncpg.Pool) -> None:
+    await register(client)
+    await add_section(db, "2267", "66445")
+    await add_section(db, "2267", "70000", missing_count=2)
+    for class_nbr in ("66445", "70000"):
+        await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": class_nbr})
+    found, missing = (await client.get("/api/v1/watches")).json()
+    section = found["section"]
+    assert section["course"] == "CSE 310"
+    assert section["title"] == "Data Structures and Algorithms"
+    assert (section["open_seats"], section["enrl_cap"], section["enrl_tot"]) == (2, 150, 148)
+    assert section["reserved_seats"] is True
+    assert section["instructors"] == ["Staff", "Ruben Acuna"]
+    assert section["instructor_label"] == "Staff, Ruben Acuna"
+    assert [link["name"] for link in section["instructor_links"]] == ["Ruben Acuna"]
+    assert section["last_checked"].startswith("2026-11-20T12:00:00")
+    assert section["found"] is True
+    assert missing["section"]["found"] is False
+
+
+async def test_unsubscribe_needs_a_post(client: Client, settings: Settings, db: asyncpg.Pool) -> None:
+    user_id = await register(client)
+    token = sign(settings.secret_key, UNSUBSCRIBE, str(user_id), 3600)
+    client.cookies.clear()
+
+    page = await client.get("/unsubscribe", params={"token": token})
+    assert page.status_code == 200
+    assert "<form" in page.text
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user WHERE id = $1", user_id) is True
+
+    done = await client.post(
+        "/unsubscribe",
+        params={"token": token},
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    assert "unsubscribed" in done.text
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user WHERE id = $1", user_id) is False
+
+
+async def test_a_bad_or_expired_unsubscribe_token_is_a_400_page(client: Client, settings: Settings) -> None:
+    expired = sign(settings.secret_key, UNSUBSCRIBE, "1", 60, now=0)
+    other_purpose = sign(settings.secret_key, "reset", "1", 3600)
+    for token in ("garbage", expired, other_purpose):
+        for method in ("GET", "POST"):
+            response = await client.request(method, "/unsubscribe", params={"token": token})
+            assert response.status_code == 400
+            assert "invalid or has expired" in response.text
+            assert response.headers["content-type"].startswith("text/html")
+
+
+async def test_health_and_readiness(client: Client) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"nats": True, "postgres": True, "redis": True}}
+
+
+async def test_readiness_names_the_failing_dependency(settings: Settings) -> None:
+    unreachable = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    async with AsyncTestClient(app=create_app(unreachable)) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "unavailable",
+        "checks": {"nats": True, "postgres": True, "redis": False},
+    }
+
+
+async def test_dev_outbox_lists_emails(client: Client, db: asyncpg.Pool) -> None:
+    await db.execute(
+        "INSERT INTO outbox_email (id, to_addr, subject, text_body, html_body, headers)"
+        " VALUES ('m1', 'sparky@asu.edu', 'Seat available: CSE 310 (66445)', 'Go <now>', '<p>Go</p>',"
+        ' \'{"List-Unsubscribe": "<http://x>"}\')'
+    )
+    page = await client.get("/dev/outbox")
+    assert page.status_code == 200
+    assert "Seat available: CSE 310 (66445)" in page.text
+    assert "Go &lt;now&gt;" in page.text
+    emails = (await client.get("/dev/outbox.json")).json()
+    assert [(e["to"], e["subject"], e["headers"]) for e in emails] == [
+        ("sparky@asu.edu", "Seat available: CSE 310 (66445)", {"List-Unsubscribe": "<http://x>"})
+    ]
+
+
+async def test_dev_outbox_is_absent_with_a_real_email_backend(settings: Settings) -> None:
+    resend = msgspec.structs.replace(settings, email_backend="resend", resend_api_key="re_test")
+    async with AsyncTestClient(app=create_app(resend)) as client:
+        assert (await client.get("/dev/outbox")).status_code == 404
+        assert (await client.get("/dev/outbox.json")).status_code == 404
+
+
+async def test_the_page_and_its_assets_are_served(client: Client) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "PickMyClass" in page.text
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert (await client.get(asset)).status_code == 200
+    terms = (await client.get("/api/v1/terms")).json()
+    assert len(terms) == 3
+    assert all(term["label"] for term in terms)
+
+
+async def test_unknown_pages_are_404_without_internals(client: Client) -> None:
+    api = await client.get("/api/v1/nope")
+    assert api.status_code == 404
+    assert api.json() == {"detail": "Not Found"}
+    page = await client.get("/nope")
+    assert page.status_code == 404
+    assert "Traceback" not in page.text
+
+
+async def test_an_internal_error_is_a_short_json_500(
+    client: Client, settings: Settings, redis_client: redis.Redis
+) -> None:
+    await redis_client.set(session_key(settings.namespace, "corrupt"), b"not-a-user-id", ex=60)
+    client.cookies.set("pmc_session", "corrupt")
+    response = await client.get("/api/v1/watches")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal error"}

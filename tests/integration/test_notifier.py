@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from devtools import resend_fake
+from services.notifier.backends import OutboxBackend, ResendBackend
+from services.notifier.claims import ClaimKey, claim
+from services.notifier.handlers import Notifier
+from shared.events import encode
+from shared.settings import Settings
+from shared.streams import Topology
+from tests.factories import change
+from tests.jetstream import fetch, lose_ack, quick_redelivery
+
+
+async def add_watcher(db: asyncpg.Pool, email: str, class_nbr: str = "12345", **user: object) -> int:
+    user_id = await db.fetchval(
+        "INSERT INTO app_user (email, password_hash, notifications_enabled, email_status)"
+        " VALUES ($1, 'x', $2, $3) RETURNING id",
+        email,
+        user.get("enabled", True),
+        user.get("status", "ok"),
+    )
+    watch_id: int = await db.fetchval(
+        "INSERT INTO watch (user_id, term, class_nbr) VALUES ($1, '2271', $2) RETURNING id",
+        user_id,
+        class_nbr,
+    )
+    return watch_id
+
+
+async def outbox(db: asyncpg.Pool) -> list[str]:
+    return [row["to_addr"] for row in await db.fetch("SELECT to_addr FROM outbox_email ORDER BY to_addr")]
+
+
+async def publish_change(
+    js: JetStreamContext, topology: Topology, kind: str, key: str, **state: object
+) -> None:
+    await js.publish(topology.change_subject(kind), encode(change(kind, key, **state)))
+
+
+def notifier(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings, backend: object
+) -> Notifier:
+    consumer = topology.notifier
+    return Notifier(db, backend, js, topology, consumer, settings)  # type: ignore[arg-type]
+
+
+async def test_eligible_watchers_get_one_email_each_and_a_redelivery_sends_nothing_more(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.notifier)
+    await add_watcher(db, "ada@example.edu")
+    await add_watcher(db, "bob@example.edu")
+    await add_watcher(db, "off@example.edu", enabled=False)
+    await add_watcher(db, "bounced@example.edu", status="bounced")
+    await add_watcher(db, "other@example.edu", class_nbr="99999")
+    handler = Notifier(db, OutboxBackend(db), js, topology, consumer, settings)
+    await publish_change(js, topology, "seat_opened", "snap-1", enrl_tot=99)
+    [first] = await fetch(js, consumer)
+    await handler.handle([lose_ack(first)])
+    assert await outbox(db) == ["ada@example.edu", "bob@example.edu"]
+    [again] = await fetch(js, consumer)
+    assert again.metadata.num_delivered == 2
+    await handler.handle([again])
+    assert await outbox(db) == ["ada@example.edu", "bob@example.edu"]
+    sent = await db.fetch("SELECT kind, change_key FROM notification WHERE sent_at IS NOT NULL")
+    assert [(r["kind"], r["change_key"]) for r in sent] == [("seat_opened", "snap-1")] * 2
+
+
+async def test_fill_is_not_emailed_and_the_next_opening_is(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings
+) -> None:
+    await add_watcher(db, "ada@example.edu")
+    handler = notifier(db, js, topology, settings, OutboxBackend(db))
+    for kind, key in (("seat_opened", "s1"), ("seat_filled", "s2"), ("seat_opened", "s3")):
+        await publish_change(js, topology, kind, key)
+    await handler.handle(await fetch(js, topology.notifier, count=3))
+    subjects = [r["subject"] for r in await db.fetch("SELECT subject FROM outbox_email")]
+    assert subjects == ["Seat available: CSE 310 (12345)"] * 2
+
+
+async def test_a_claim_left_by_a_dead_sender_is_taken_over_after_its_lease(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings
+) -> None:
+    watch_id = await add_watcher(db, "ada@example.edu")
+    key = ClaimKey(watch_id, "seat_opened", "s1")
+    assert await claim(db, [key], lease_seconds=15) == {key}
+    handler = notifier(db, js, topology, settings, OutboxBackend(db))
+    await publish_change(js, topology, "seat_opened", "s1")
+    await handler.handle(await fetch(js, topology.notifier))
+    assert await outbox(db) == [], "a fresh claim belongs to a live sender"
+    await db.execute("UPDATE notification SET claimed_at = now() - interval '1 minute'")
+    await publish_change(js, topology, "seat_opened", "s1")
+    await handler.handle(await fetch(js, topology.notifier))
+    assert await outbox(db) == ["ada@example.edu"]
+
+
+@pytest.fixture
+async def resend_url() -> AsyncIterator[str]:
+    async with resend_fake.serve() as url:
+        yield url
+
+
+async def test_a_failed_send_releases_its_claims_and_the_retry_sends_once(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings, resend_url: str
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.notifier)
+    await add_watcher(db, "ada@example.edu")
+    handler = Notifier(db, ResendBackend("re_test_key", resend_url), js, topology, consumer, settings)
+    await resend_fake.set_faults(resend_url, 500, count=1)
+    await publish_change(js, topology, "instructor_changed", "s9", instructors=("Ada Lovelace",))
+    await handler.handle(await fetch(js, consumer))
+    assert await db.fetchval("SELECT count(*) FROM notification") == 0, "the watcher must not stay silenced"
+    [retried] = await fetch(js, consumer)
+    assert retried.metadata.num_delivered == 2
+    await handler.handle([retried])
+    emails = await resend_fake.fetch_emails(resend_url)
+    assert [(e["to"], e["subject"]) for e in emails] == [
+        (["ada@example.edu"], "Instructor assigned: CSE 310 (12345)")
+    ]

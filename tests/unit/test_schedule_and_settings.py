@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from services.scheduler.due import check_messages, seconds_until_next_window
+from shared.events import CheckSection, decode
+from shared.settings import SettingsError, load_settings
+from shared.streams import Topology
+from shared.tokens import InvalidToken, sign, verify
+
+
+def test_check_messages_name_section_and_window() -> None:
+    topology = Topology("pmc", 300)
+    first = check_messages(topology, [("2271", "12345"), ("2271", "54321")], 7, 2100.0)
+    again = check_messages(topology, [("2271", "12345"), ("2271", "54321")], 7, 2150.0)
+    assert [m.msg_id for m in first] == [m.msg_id for m in again]
+    assert len({m.msg_id for m in first}) == 2
+    assert decode(first[0].payload, CheckSection).window == 7
+
+
+def test_next_window_is_aligned_to_the_interval() -> None:
+    assert seconds_until_next_window(1000.0, 300) == pytest.approx(200.0)
+    assert seconds_until_next_window(1200.0, 300) == pytest.approx(300.0)
+
+
+def test_settings_from_environment_and_clear_errors() -> None:
+    settings = load_settings(
+        {"CHECK_INTERVAL_SECONDS": "30", "GATEWAY_PORT": "9000", "RESEND_API_KEY": "re_x"}
+    )
+    assert (settings.check_interval_seconds, settings.site_url, settings.email_backend) == (
+        30,
+        "http://localhost:9000",
+        "resend",
+    )
+    assert "re_x" not in repr(settings)
+    with pytest.raises(SettingsError, match="CHECK_INTERVAL_SECONDS"):
+        load_settings({"CHECK_INTERVAL_SECONDS": "soon"})
+    with pytest.raises(SettingsError, match="RESEND_API_KEY"):
+        load_settings({"EMAIL_BACKEND": "resend"})
+    with pytest.raises(SettingsError, match="SECRET_KEY"):
+        load_settings({"SECRET_KEY": "short"}).require_secret_key()
+
+
+def test_tokens_verify_only_their_purpose_until_expiry() -> None:
+    token = sign("k" * 32, "unsubscribe", "42", 60, now=1000.0)
+    assert verify("k" * 32, "unsubscribe", token, now=1030.0) == "42"
+    for secret, purpose, now in (
+        ("x" * 32, "unsubscribe", 1030.0),
+        ("k" * 32, "reset", 1030.0),
+        ("k" * 32, "unsubscribe", 1061.0),
+    ):
+        with pytest.raises(InvalidToken):
+            verify(secret, purpose, token, now=now)
+    with pytest.raises(InvalidToken):
+        verify("k" * 32, "unsubscribe", "garbage")
