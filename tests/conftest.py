@@ -62,7 +62,8 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def db(db_pool: asyncpg.Pool) -> asyncpg.Pool:
     """The session database, emptied before the test."""
     await db_pool.execute(
-        "TRUNCATE app_user, watch, section, notification, outbox_email RESTART IDENTITY CASCADE"
+        "TRUNCATE app_user, watch, section, section_missing, notification, outbox_email"
+        " RESTART IDENTITY CASCADE"
     )
     return db_pool
 

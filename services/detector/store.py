@@ -26,6 +26,9 @@ WITH incoming AS (
         wait_cap integer, wait_tot integer, reserved_seats boolean, days text, start_time text,
         end_time text, location text, instruction_mode text, class_status text,
         snapshot_id text, scraped_at double precision)
+), found_again AS (
+    DELETE FROM section_missing AS m USING incoming AS i
+    WHERE m.term = i.term AND m.class_nbr = i.class_nbr AND m.last_missing_at <= to_timestamp(i.scraped_at)
 )
 INSERT INTO section AS s (term, class_nbr, {_COLUMNS}, snapshot_id, scraped_at)
 SELECT term, class_nbr, {_COLUMNS}, snapshot_id, to_timestamp(scraped_at) FROM incoming
@@ -42,22 +45,30 @@ ON CONFLICT (term, class_nbr) DO UPDATE SET
     prev_instructors = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_instructors
                             ELSE s.instructors END,
     snapshot_id = EXCLUDED.snapshot_id,
-    scraped_at = EXCLUDED.scraped_at,
-    missing_count = 0
+    scraped_at = EXCLUDED.scraped_at
 WHERE EXCLUDED.scraped_at >= s.scraped_at
 RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors
 """
 
+# A miss older than the last sighting is stale and ignored; one miss per section per batch (the newest).
 RECORD_MISSING = """
-UPDATE section AS s SET
-    missing_count = s.missing_count + CASE WHEN s.snapshot_id = m.snapshot_id THEN 0 ELSE 1 END,
-    last_missing_at = to_timestamp(m.scraped_at),
-    snapshot_id = m.snapshot_id,
-    scraped_at = to_timestamp(m.scraped_at)
+INSERT INTO section_missing AS m
+    (term, class_nbr, snapshot_id, missing_count, first_missing_at, last_missing_at)
+SELECT DISTINCT ON (t.term, t.class_nbr)
+    t.term, t.class_nbr, t.snapshot_id, 1, to_timestamp(t.scraped_at), to_timestamp(t.scraped_at)
 FROM jsonb_to_recordset($1::jsonb)
-    AS m(term text, class_nbr text, snapshot_id text, scraped_at double precision)
-WHERE s.term = m.term AND s.class_nbr = m.class_nbr AND to_timestamp(m.scraped_at) >= s.scraped_at
-RETURNING s.term, s.class_nbr, s.missing_count
+    AS t(term text, class_nbr text, snapshot_id text, scraped_at double precision)
+WHERE NOT EXISTS (
+    SELECT 1 FROM section s
+    WHERE s.term = t.term AND s.class_nbr = t.class_nbr AND s.scraped_at > to_timestamp(t.scraped_at)
+)
+ORDER BY t.term, t.class_nbr, t.scraped_at DESC
+ON CONFLICT (term, class_nbr) DO UPDATE SET
+    missing_count = m.missing_count + CASE WHEN m.snapshot_id = EXCLUDED.snapshot_id THEN 0 ELSE 1 END,
+    snapshot_id = EXCLUDED.snapshot_id,
+    last_missing_at = EXCLUDED.last_missing_at
+WHERE EXCLUDED.last_missing_at >= m.last_missing_at
+RETURNING term, class_nbr, missing_count
 """
 
 

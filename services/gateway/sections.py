@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 import msgspec
@@ -53,6 +54,9 @@ class LiveSectionEvent(msgspec.Struct, frozen=True, kw_only=True):
     section: SectionView | None
 
 
+Lookup = Literal["checking", "found", "not_found"]
+
+
 class WatchView(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     term: str
@@ -60,6 +64,8 @@ class WatchView(msgspec.Struct, frozen=True, kw_only=True):
     class_nbr: str
     created_at: datetime
     catalog_url: str
+    # "checking" until the first look-up; "not_found" while the class search does not list it.
+    status: Lookup
     section: SectionView | None
 
 
@@ -98,7 +104,9 @@ def section_view(state: SectionState, *, found: bool, checked_at: datetime) -> S
 
 
 def watch_view(row: asyncpg.Record) -> WatchView:
-    """Build a watch from a row of `watches.SELECT_WATCHES` (section columns are NULL when never checked)."""
+    """Build a watch from a row of `watches.SELECT_WATCHES` (section columns are NULL when never found,
+    missing columns NULL unless the class search does not list it now)."""
+    missing = row["missing_count"] is not None
     section = None
     if row["subject"] is not None:
         state = SectionState(
@@ -123,7 +131,6 @@ def watch_view(row: asyncpg.Record) -> WatchView:
             instruction_mode=row["instruction_mode"],
             class_status=row["class_status"],
         )
-        missing = row["missing_count"] > 0
         # A "not found" is a check too: show when we last looked, not when we last saw the section.
         checked = (
             max(row["scraped_at"], row["last_missing_at"]) if missing and row["last_missing_at"] else None
@@ -136,6 +143,7 @@ def watch_view(row: asyncpg.Record) -> WatchView:
         class_nbr=row["class_nbr"],
         created_at=row["created_at"],
         catalog_url=catalog_url(row["term"], row["class_nbr"]),
+        status="not_found" if missing else ("found" if section is not None else "checking"),
         section=section,
     )
 

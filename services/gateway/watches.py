@@ -30,17 +30,22 @@ _WATCH_COLUMNS = """
     w.id, w.term, w.class_nbr, w.created_at,
     s.subject, s.catalog_nbr, s.title, s.section, s.component, s.instructors, s.enrl_cap, s.enrl_tot,
     s.open_seats, s.wait_cap, s.wait_tot, s.reserved_seats, s.days, s.start_time, s.end_time, s.location,
-    s.instruction_mode, s.class_status, s.scraped_at, s.missing_count, s.last_missing_at
+    s.instruction_mode, s.class_status, s.scraped_at, m.missing_count, m.last_missing_at
+"""
+_WATCH_SOURCES = """
+watch w
+LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
+LEFT JOIN section_missing m ON m.term = w.term AND m.class_nbr = w.class_nbr
 """
 SELECT_WATCHES = f"""
 SELECT {_WATCH_COLUMNS}
-FROM watch w LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
+FROM {_WATCH_SOURCES}
 WHERE w.user_id = $1
 ORDER BY w.created_at, w.id
 """
 SELECT_WATCH = f"""
 SELECT {_WATCH_COLUMNS}
-FROM watch w LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
+FROM {_WATCH_SOURCES}
 WHERE w.user_id = $1 AND w.id = $2
 """
 # Locking the user row serialises one user's concurrent adds, so the cap holds exactly.

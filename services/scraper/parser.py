@@ -126,13 +126,18 @@ def _count(value: Any, label: str, where: str, *, default: int | None = None) ->
     return number
 
 
+_PLACEHOLDER_INSTRUCTORS = frozenset({"staff", "tba", "to be announced"})
+
+
 def _instructors(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
         raise CatalogFormatError(f"{where}: INSTRUCTORSLIST is not a list: {value!r}")
     names = (name.strip() for name in value if isinstance(name, str))
-    return tuple(name for name in names if name)
+    # An empty list is how the class search says Staff; a placeholder name must mean the same, or
+    # Staff → a real name would read as one instructor replacing another.
+    return tuple(name for name in names if name and name.lower() not in _PLACEHOLDER_INSTRUCTORS)
 
 
 def _days(row: Mapping[str, Any]) -> str:

@@ -50,8 +50,19 @@ CREATE TABLE section (
     prev_open_seats  integer,
     prev_instructors text[],
     first_seen_at    timestamptz NOT NULL DEFAULT now(),
-    missing_count    integer NOT NULL DEFAULT 0,
-    last_missing_at  timestamptz,
+    PRIMARY KEY (term, class_nbr)
+);
+
+-- Sections the class search currently does not list: never found, or found before and gone now.
+-- A row lives from the first "not found" until the section is found again; missing_count counts the
+-- consecutive misses (a redelivered miss, same snapshot_id, is not counted twice).
+CREATE TABLE section_missing (
+    term             text NOT NULL,
+    class_nbr        text NOT NULL,
+    snapshot_id      text NOT NULL,
+    missing_count    integer NOT NULL,
+    first_missing_at timestamptz NOT NULL,
+    last_missing_at  timestamptz NOT NULL,
     PRIMARY KEY (term, class_nbr)
 );
 

@@ -5,7 +5,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.detector.handlers import Detector
-from shared.events import SectionChange, SectionLive, SectionSnapshot, decode, encode
+from shared.events import SectionChange, SectionLive, SectionNotFound, SectionSnapshot, decode, encode
 from shared.streams import Topology
 from tests.factories import snapshot
 from tests.jetstream import fetch, lose_ack, quick_redelivery, stream_events
@@ -99,3 +99,18 @@ async def test_undecodable_snapshot_goes_to_the_dead_letter_stream(
     await Detector(db, nc, topology).handle(await fetch(js, topology.detector))
     info = await js.stream_info(topology.dead_stream)
     assert info.state.messages == 1
+
+
+async def test_a_section_not_found_is_recorded_until_it_is_found_again(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    detector = Detector(db, nc, topology)
+    for snapshot_id, at in (("m1", 1.0), ("m2", 2.0)):
+        missing = SectionNotFound(snapshot_id=snapshot_id, scraped_at=at, term="2271", class_nbr="12345")
+        await js.publish(topology.snapshot_missing_subject, encode(missing))
+        await detector.handle(await fetch(js, topology.detector))
+    assert await db.fetchval("SELECT missing_count FROM section_missing") == 2
+    await publish(js, topology, snapshot("f3", 3.0, enrl_tot=99))
+    await detector.handle(await fetch(js, topology.detector))
+    assert await db.fetchval("SELECT count(*) FROM section_missing") == 0
+    assert await changes(js, topology) == [], "found after being missing is a first sight"

@@ -49,20 +49,28 @@ async def register(client: Client, email: str = "sparky@asu.edu") -> int:
     return user_id
 
 
-async def add_section(db: asyncpg.Pool, term: str, class_nbr: str, *, missing_count: int = 0) -> None:
+async def add_section(db: asyncpg.Pool, term: str, class_nbr: str) -> None:
     await db.execute(
         """
         INSERT INTO section (term, class_nbr, subject, catalog_nbr, title, section, instructors, enrl_cap,
             enrl_tot, open_seats, reserved_seats, days, start_time, end_time, location, snapshot_id,
-            scraped_at, missing_count)
+            scraped_at)
         VALUES ($1, $2, 'CSE', '310', 'Data Structures and Algorithms', '1001', $3, 150, 148, 2, true,
-            'M W', '4:30 PM', '5:45 PM', 'Tempe PSH153', 'snap-1', $4, $5)
+            'M W', '4:30 PM', '5:45 PM', 'Tempe PSH153', 'snap-1', $4)
         """,
         term,
         class_nbr,
         ["Staff", "Ruben Acuna"],
         datetime(2026, 11, 20, 12, 0, tzinfo=UTC),
-        missing_count,
+    )
+
+
+async def mark_missing(db: asyncpg.Pool, term: str, class_nbr: str) -> None:
+    await db.execute(
+        "INSERT INTO section_missing (term, class_nbr, snapshot_id, missing_count, first_missing_at,"
+        " last_missing_at) VALUES ($1, $2, 'miss-1', 2, now(), now())",
+        term,
+        class_nbr,
     )
 
 
@@ -246,10 +254,19 @@ async def test_a_new_watch_asks_for_an_immediate_check(
 async def test_watches_show_the_latest_section_state(client: Client, db: asyncpg.Pool) -> None:
     await register(client)
     await add_section(db, "2267", "66445")
-    await add_section(db, "2267", "70000", missing_count=2)
-    for class_nbr in ("66445", "70000"):
+    await add_section(db, "2267", "70000")
+    await mark_missing(db, "2267", "70000")
+    await mark_missing(db, "2267", "70001")
+    for class_nbr in ("66445", "70000", "70001", "70002"):
         await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": class_nbr})
-    found, missing = (await client.get("/api/v1/watches")).json()
+    found, missing, never_found, unchecked = (await client.get("/api/v1/watches")).json()
+    assert [w["status"] for w in (found, missing, never_found, unchecked)] == [
+        "found",
+        "not_found",
+        "not_found",
+        "checking",
+    ]
+    assert never_found["section"] is None
     section = found["section"]
     assert section["course"] == "CSE 310"
     assert section["title"] == "Data Structures and Algorithms"

@@ -145,7 +145,7 @@ def test_several_instructors_keep_their_order() -> None:
     assert state.instructors == ("Wei Okafor", "'GM' Grace Mehta")
 
 
-@pytest.mark.parametrize("instructors", [[], None, [""]])
+@pytest.mark.parametrize("instructors", [[], None, [""], ["Staff"], ["TBA"]])
 def test_no_instructor_is_staff(instructors: list[str] | None) -> None:
     row = clas("80003", INSTRUCTORSLIST=instructors)
     state = find_section(refine(row), TERM, "80003")

@@ -83,7 +83,8 @@ function renderCard(watch) {
     card.append(
       element("h3", {}, `Class ${watch.class_nbr}`),
       element("p", { class: "meta" }, watch.term_label),
-      element("p", { class: "seats" }, "Looking it up…"),
+      element("p", { class: "seats" },
+        watch.status === "not_found" ? "No such section in this term" : "Looking it up…"),
     );
   } else {
     const when = [section.days, section.start_time && `${section.start_time}–${section.end_time}`]
@@ -123,6 +124,7 @@ async function loadWatches() {
 function applySectionUpdate(update) {
   for (const watch of state.watches.values()) {
     if (watch.term === update.term && watch.class_nbr === update.class_nbr) {
+      watch.status = update.found ? "found" : "not_found";
       if (update.section) watch.section = update.section;
       else if (watch.section) watch.section = { ...watch.section, found: update.found, last_checked: update.checked_at };
       const old = document.querySelector(`.card[data-id="${watch.id}"]`);
