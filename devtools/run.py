@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from devtools.catalog_sim.app import demo_watch_list
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -175,7 +176,8 @@ def serve(supervisor: Supervisor) -> int:
     if supervisor.run_once("shared.setup") != 0:
         say("setup failed (see the error above)")
         return 1
-    if not env.get("ASU_API_URL"):
+    simulated = not env.get("ASU_API_URL")
+    if simulated:
         if listening(f"http://127.0.0.1:{SIM_PORT}"):
             say(f"port {SIM_PORT} is taken: free it or set PMC_SIM_PORT, or set ASU_API_URL")
             return 1
@@ -196,6 +198,10 @@ def serve(supervisor: Supervisor) -> int:
         say("the gateway did not become ready (see the errors above)")
         return 1
     say(f"PickMyClass is running: {site}")
+    if simulated:
+        say("the class search is simulated; seats in these full sections open within a minute:")
+        for section in demo_watch_list():
+            say(f"  term {section.term}  class {section.class_nbr}  {section.subject} {section.catalog_nbr}")
     if env.get("EMAIL_BACKEND", "outbox" if not env.get("RESEND_API_KEY") else "resend") == "outbox":
         say(f"emails are kept, not sent: {site}/dev/outbox")
     say("press Ctrl-C to stop")

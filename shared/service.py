@@ -20,7 +20,6 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -83,7 +82,8 @@ async def consume(
         while not stop.is_set():
             try:
                 msgs = await subscription.fetch(batch_size, timeout=FETCH_WAIT_SECONDS)
-            except NatsTimeoutError:
+            except TimeoutError:
+                # nats-py raises its own subclass or the builtin, depending on where the wait ran out.
                 continue
             except ConnectionClosedError:
                 break
@@ -151,6 +151,6 @@ def run(
         log.error("cannot start", error=str(exc))
         sys.exit(1)
     except OSError as exc:
-        log.error("cannot start", error=str(exc) or type(exc).__name__)
+        log.error("service failed", error=str(exc) or type(exc).__name__)
         sys.exit(1)
     log.info("service stopped")

@@ -4,6 +4,7 @@ its own, with the catalog simulator and the Resend fake (the two outside systems
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -12,13 +13,15 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from shared.streams import Topology
 from tests.infra import REPO
 
 SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
+TERM = "2271"
 T = TypeVar("T")
 
 
@@ -127,3 +130,31 @@ def system_env(
         PYTHONUNBUFFERED="1",
     )
     return env, f"http://127.0.0.1:{port}"
+
+
+@dataclasses.dataclass
+class World:
+    system: System
+    catalog: httpx.AsyncClient
+    resend_url: str
+    topology: Topology
+    database_url: str
+
+
+async def add_section(world: World, class_nbr: str, **fields: Any) -> None:
+    body = {
+        "term": TERM,
+        "class_nbr": class_nbr,
+        "subject": "CSE",
+        "catalog_nbr": "310",
+        "title": "Data Structures and Algorithms",
+        "enrl_cap": 100,
+        "enrl_tot": 100,
+        "instructors": [],
+        **fields,
+    }
+    (await world.catalog.post("/_sim/sections", json=body)).raise_for_status()
+
+
+async def change_section(world: World, class_nbr: str, **fields: Any) -> None:
+    (await world.catalog.patch(f"/_sim/sections/{TERM}/{class_nbr}", json=fields)).raise_for_status()

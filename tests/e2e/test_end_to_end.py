@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,82 +12,11 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from devtools import catalog_sim, resend_fake
+from devtools import resend_fake
 from shared.messaging import connect_nats
-from shared.streams import Topology, declare
-from tests.e2e.system import System, eventually, system_env
-from tests.infra import Servers
+from tests.e2e.system import TERM, World, add_section, change_section, eventually
 
 pytestmark = pytest.mark.e2e
-
-TERM = "2271"
-NOTIFIER_ACK_WAIT = 4.0
-
-
-@dataclasses.dataclass
-class World:
-    system: System
-    catalog: httpx.AsyncClient
-    resend_url: str
-    topology: Topology
-    database_url: str
-
-
-@pytest.fixture(scope="module")
-async def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    namespace = f"e{uuid.uuid4().hex[:10]}"
-    database_url = f"{servers.database_url.rsplit('/', 1)[0]}/pmc_e2e_{uuid.uuid4().hex[:10]}"
-    async with catalog_sim.serve() as api_url, resend_fake.serve() as resend_url:
-        env, gateway_url = system_env(
-            nats_url=servers.nats_url,
-            database_url=database_url,
-            redis_url=servers.redis_url,
-            namespace=namespace,
-            asu_api_url=api_url,
-            resend_url=resend_url,
-        )
-        system = System(env=env, logs=Path(tmp_path_factory.mktemp("logs")), gateway_url=gateway_url)
-        system.run_setup()
-        topology = Topology(namespace, 1)
-        # A short ack wait so that the crash test sees its redelivery in seconds, not the default 30 s.
-        nc = await connect_nats(servers.nats_url, "e2e")
-        await declare(nc.jetstream(), topology, (topology.notifier_consumer(ack_wait=NOTIFIER_ACK_WAIT),))
-        for name in ("detector", "notifier", "scraper", "scheduler", "gateway"):
-            system.start(name)
-        try:
-            await system.wait_ready()
-            async with httpx.AsyncClient(base_url=api_url.split("/catalog-microservices")[0]) as catalog:
-                yield World(system, catalog, resend_url, topology, database_url)
-            codes = await system.stop_all()
-            assert codes == dict.fromkeys(codes, 0), f"unclean shutdown {codes}\n{system.log_tails()}"
-        finally:
-            await system.stop_all()
-            print(system.log_tails())
-            for stream in topology.streams:
-                await nc.jetstream().delete_stream(stream.name)
-            await nc.close()
-            admin = await asyncpg.connect(servers.database_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
-            await admin.close()
-
-
-async def add_section(world: World, class_nbr: str, **fields: Any) -> None:
-    body = {
-        "term": TERM,
-        "class_nbr": class_nbr,
-        "subject": "CSE",
-        "catalog_nbr": "310",
-        "title": "Data Structures and Algorithms",
-        "enrl_cap": 100,
-        "enrl_tot": 100,
-        "instructors": [],
-        **fields,
-    }
-    (await world.catalog.post("/_sim/sections", json=body)).raise_for_status()
-
-
-async def change_section(world: World, class_nbr: str, **fields: Any) -> None:
-    (await world.catalog.patch(f"/_sim/sections/{TERM}/{class_nbr}", json=fields)).raise_for_status()
 
 
 async def student(world: World, email: str) -> httpx.AsyncClient:
