@@ -8,6 +8,16 @@ from urllib.parse import quote_plus
 _TERM = re.compile(r"^2\d\d[147]$")
 _CLASS_NBR = re.compile(r"^\d{5}$")
 _SEASONS = {"1": "Spring", "4": "Summer", "7": "Fall"}
+# The class search's per-day flags (`"Y"`/`"N"`) and how its DAYLIST abbreviates each day.
+DAY_FLAGS = (
+    ("MON", "M"),
+    ("TUES", "T"),
+    ("WED", "W"),
+    ("THURS", "Th"),
+    ("FRI", "F"),
+    ("SAT", "Sa"),
+    ("SUN", "Su"),
+)
 CATALOG_URL = "https://catalog.apps.asu.edu/catalog/classes/classlist"
 RMP_SEARCH_URL = "https://www.ratemyprofessors.com/search/professors/15723"
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from shared.events import DeadLetter, encode
+from shared.events import DeadLetter, E, UnknownSchemaVersion, decode, encode
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
@@ -43,6 +44,9 @@ def decide(num_delivered: int, consumer: Consumer, *, transient: bool) -> Retry 
 def describe(error: BaseException) -> str:
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion)
 
 
 class Settler:
@@ -75,6 +79,14 @@ class Settler:
             await msg.nak(delay=decision.delay)
             return
         await self.dead_letter(msg, f"{decision.reason}: {describe(error)}")
+
+    async def decode(self, msg: Msg, kind: type[E]) -> E | None:
+        """The event in `msg`, or None after dead-lettering a message no retry could make readable."""
+        try:
+            return decode(msg.data, kind)
+        except DECODE_ERRORS as exc:
+            await self.dead_letter(msg, f"undecodable {kind.__name__}: {describe(exc)}")
+            return None
 
     async def dead_letter(self, msg: Msg, error: str) -> None:
         delivered = msg.metadata.num_delivered or 1

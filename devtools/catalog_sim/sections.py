@@ -8,18 +8,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from shared.asu import is_class_nbr, is_term
+from shared.asu import DAY_FLAGS, is_class_nbr, is_term
 
-_DAY_FLAGS = (
-    ("MON", "M"),
-    ("TUES", "T"),
-    ("WED", "W"),
-    ("THURS", "Th"),
-    ("FRI", "F"),
-    ("SAT", "Sa"),
-    ("SUN", "Su"),
-)
-_DAY_NAMES = frozenset(short for _, short in _DAY_FLAGS)
+_DAY_NAMES = frozenset(short for _, short in DAY_FLAGS)
 _TIME = re.compile(r"^(1[0-2]|[1-9]):[0-5]\d (AM|PM)$")
 _TERM_DATES = {"1": ("01-12", "05-01"), "4": ("05-18", "08-07"), "7": ("08-20", "12-04")}
 
@@ -120,7 +111,7 @@ def clas_row(section: SimSection) -> dict[str, Any]:
         "STARTTIME": section.start_time,
         "ENDDATE": end,
         "ENDTIME": section.end_time,
-        **{flag: "Y" if short in days else "N" for flag, short in _DAY_FLAGS},
+        **{flag: "Y" if short in days else "N" for flag, short in DAY_FLAGS},
         "FACILITYID": "INTRT"
         if section.instruction_mode == "OL"
         else f"SIM{int(section.class_nbr) % 300:03d}",

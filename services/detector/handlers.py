@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import asyncpg
-import msgspec
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -13,8 +12,8 @@ from nats.errors import Error as NatsError
 
 from services.detector.changes import detect, latest_per_section
 from services.detector.store import apply_snapshots, record_missing
-from shared.delivery import Settler, describe
-from shared.events import SectionLive, SectionNotFound, SectionSnapshot, UnknownSchemaVersion, decode, encode
+from shared.delivery import Settler
+from shared.events import SectionLive, SectionNotFound, SectionSnapshot, encode
 from shared.messaging import Outgoing, publish_all
 from shared.streams import Consumer, Topology
 
@@ -36,14 +35,14 @@ class Detector:
         missing: list[SectionNotFound] = []
         readable: list[Msg] = []
         for msg in msgs:
-            try:
-                if msg.subject == self._topology.snapshot_missing_subject:
-                    missing.append(decode(msg.data, SectionNotFound))
-                else:
-                    found.append(decode(msg.data, SectionSnapshot))
-            except (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion) as exc:
-                await self._settler.dead_letter(msg, f"undecodable snapshot: {describe(exc)}")
-                continue
+            if msg.subject == self._topology.snapshot_missing_subject:
+                if (gone := await self._settler.decode(msg, SectionNotFound)) is None:
+                    continue
+                missing.append(gone)
+            else:
+                if (seen := await self._settler.decode(msg, SectionSnapshot)) is None:
+                    continue
+                found.append(seen)
             readable.append(msg)
         try:
             await self._process(found, missing)

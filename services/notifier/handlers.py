@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -15,8 +14,8 @@ from services.notifier.email import render
 from services.notifier.plan import EMAILED_KINDS, Notice, chunks, idempotency_key, plan
 from services.notifier.recipients import eligible_watchers
 from shared.db import Pool
-from shared.delivery import Settler, describe
-from shared.events import SectionChange, UnknownSchemaVersion, decode
+from shared.delivery import Settler
+from shared.events import SectionChange
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
@@ -45,11 +44,9 @@ class Notifier:
         changes: list[SectionChange] = []
         readable: list[Msg] = []
         for msg in msgs:
-            try:
-                changes.append(decode(msg.data, SectionChange))
-            except (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion) as exc:
-                await self._settler.dead_letter(msg, f"undecodable change: {describe(exc)}")
+            if (change := await self._settler.decode(msg, SectionChange)) is None:
                 continue
+            changes.append(change)
             readable.append(msg)
         try:
             await self.notify(changes)

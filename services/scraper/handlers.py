@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import msgspec
 import structlog
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -14,8 +13,8 @@ from nats.js import JetStreamContext
 from services.scraper.catalog import CatalogClient, PermanentCatalogError, TransientCatalogError
 from services.scraper.observation import observation, snapshot_id
 from services.scraper.parser import CatalogFormatError, find_section
-from shared.delivery import Settler, describe
-from shared.events import CheckSection, UnknownSchemaVersion, decode
+from shared.delivery import Settler
+from shared.events import CheckSection
 from shared.messaging import publish_all
 from shared.streams import Consumer, Topology
 
@@ -39,10 +38,8 @@ class Scraper:
         await asyncio.gather(*(self.check(msg) for msg in msgs))
 
     async def check(self, msg: Msg) -> None:
-        try:
-            check = decode(msg.data, CheckSection)
-        except (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion) as exc:
-            await self._settler.dead_letter(msg, f"undecodable check: {describe(exc)}")
+        check = await self._settler.decode(msg, CheckSection)
+        if check is None:
             return
         started = time.monotonic()
         try:

@@ -12,17 +12,9 @@ from typing import Any
 
 import msgspec
 
+from shared.asu import DAY_FLAGS
 from shared.events import SectionState
 
-_DAY_FLAGS = (
-    ("MON", "M"),
-    ("TUES", "T"),
-    ("WED", "W"),
-    ("THURS", "Th"),
-    ("FRI", "F"),
-    ("SAT", "Sa"),
-    ("SUN", "Su"),
-)
 _TIME_12H = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*([AaPp])\.?[Mm]\.?\s*$")
 _TIME_24H = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::\d{2}(?:\.\d+)?)?\s*$")
 
@@ -144,7 +136,7 @@ def _days(row: Mapping[str, Any]) -> str:
     listed = _text(row.get("DAYLIST"))
     if listed:
         return " ".join(listed.split())
-    return " ".join(short for flag, short in _DAY_FLAGS if _text(row.get(flag)).upper() == "Y")
+    return " ".join(short for flag, short in DAY_FLAGS if _text(row.get(flag)).upper() == "Y")
 
 
 def _clock(value: Any) -> str | None:
