@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from devtools.catalog_sim.app import demo_watch_list
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
+from shared.settings import redact_url
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / ".data"
@@ -172,7 +173,7 @@ def main() -> int:
 def serve(supervisor: Supervisor) -> int:
     env = supervisor.env
     for variable in ("NATS_URL", "DATABASE_URL", "REDIS_URL"):
-        say(f"{variable}={env[variable]}")
+        say(f"{variable}={redact_url(env[variable])}")
     if supervisor.run_once("shared.setup") != 0:
         say("setup failed (see the error above)")
         return 1

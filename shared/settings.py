@@ -1,7 +1,8 @@
 """Typed settings, read once from the environment.
 
 Every variable is documented in the README's configuration table. Secrets (`RESEND_API_KEY`,
-`SECRET_KEY`) come only from the environment and are never logged: `Settings.__repr__` masks them.
+`SECRET_KEY`, passwords in URLs) come only from the environment and are never logged:
+`Settings.__repr__` masks them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -17,6 +19,27 @@ DEFAULT_ASU_API_URL = "https://eadvs-cscc-catalog-api.apps.asu.edu/catalog-micro
 EmailBackendName = Literal["resend", "outbox"]
 
 _SECRET_FIELDS = frozenset({"resend_api_key", "secret_key"})
+_URL_FIELDS = frozenset({"nats_url", "database_url", "redis_url"})
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced, fit for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}{host}"))
+
+
+def _shown(name: str, value: object) -> object:
+    if name in _SECRET_FIELDS and value:
+        return "***"
+    if name in _URL_FIELDS and isinstance(value, str):
+        return redact_url(value)
+    return value
 
 
 class SettingsError(ValueError):
@@ -43,10 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{name}={'***' if name in _SECRET_FIELDS and getattr(self, name) else getattr(self, name)!r}"
-            for name in self.__struct_fields__
-        )
+        fields = ", ".join(f"{name}={_shown(name, getattr(self, name))!r}" for name in self.__struct_fields__)
         return f"Settings({fields})"
 
     __str__ = __repr__

@@ -14,12 +14,20 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from shared.db import create_pool, ensure_database, migrate
+from shared.logging import configure_logging
 from shared.messaging import connect_nats
 from shared.settings import Settings
 from shared.streams import Topology, declare
 from tests.infra import Servers, find_servers
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def plain_logs() -> None:
+    """The services' own logging setup: exceptions as plain tracebacks. structlog's unconfigured default
+    renders tracebacks with local variables, which would print settings secrets into test output."""
+    configure_logging(Settings(), "tests")
 
 
 @pytest.fixture(scope="session")

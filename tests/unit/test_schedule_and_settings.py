@@ -33,6 +33,12 @@ def test_settings_from_environment_and_clear_errors() -> None:
         "resend",
     )
     assert "re_x" not in repr(settings)
+    with_password = load_settings(
+        {"DATABASE_URL": "postgresql://app:hunter2@db:5432/pmc", "SECRET_KEY": "s" * 20}
+    )
+    assert "hunter2" not in repr(with_password)
+    assert "s" * 20 not in repr(with_password)
+    assert "postgresql://app:***@db:5432/pmc" in repr(with_password)
     with pytest.raises(SettingsError, match="CHECK_INTERVAL_SECONDS"):
         load_settings({"CHECK_INTERVAL_SECONDS": "soon"})
     with pytest.raises(SettingsError, match="RESEND_API_KEY"):
