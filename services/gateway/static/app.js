@@ -6,7 +6,8 @@ const state = { user: null, watches: new Map(), events: null };
 
 function showMessage(text, ok = false) {
   const box = $("#message");
-  box.textContent = text;
+  // The API's messages are lower-case phrases; on the page they stand as sentences.
+  box.textContent = text ? text[0].toUpperCase() + text.slice(1) : "";
   box.className = ok ? "ok" : "";
   box.hidden = !text;
 }
