@@ -194,6 +194,7 @@ async def test_a_notifier_killed_mid_send_loses_and_doubles_nothing(world: World
         await resend_fake.set_latency(world.resend_url, 2500)
         await change_section(world, "70002", enrl_tot=97)
         await eventually(lambda: _calls_above(world, calls), "the notifier to call the provider")
+        assert await _unacked(world) >= 1, "the notifier must be holding the change when it dies"
         world.system.kill("notifier")
         world.system.start("notifier")
         await eventually(lambda: _sent(world, "carol@asu.test"), "the redelivered change to be settled")
@@ -210,6 +211,16 @@ async def _count(world: World, address: str, prefix: str, expected: int) -> bool
 
 async def _calls_above(world: World, calls: int) -> bool:
     return await resend_fake.fetch_send_calls(world.resend_url) > calls
+
+
+async def _unacked(world: World) -> int:
+    nc = await connect_nats(world.system.env["NATS_URL"], "e2e-probe")
+    try:
+        notifier = world.topology.notifier
+        info = await nc.jetstream().consumer_info(notifier.stream, notifier.durable)
+    finally:
+        await nc.close()
+    return int(info.num_ack_pending or 0)
 
 
 async def _sent(world: World, address: str) -> bool:
