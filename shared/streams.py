@@ -77,8 +77,10 @@ class Topology:
 
     def __post_init__(self) -> None:
         hour = 3600.0
-        # Two scheduler replicas publishing the same window must collide inside the dedup window.
+        # Two scheduler replicas publishing the same window must collide inside the dedup window, and
+        # JetStream refuses a dedup window longer than the stream's max age.
         check_dedup = float(max(120, self.check_interval_seconds + 60))
+        cycle_age = max(hour, 2.0 * check_dedup)
         object.__setattr__(
             self,
             "streams",
@@ -87,14 +89,14 @@ class Topology:
                     name=self.checks_stream,
                     subjects=(self.check_subject,),
                     retention=RetentionPolicy.WORK_QUEUE,
-                    max_age=max(hour, 2.0 * self.check_interval_seconds),
+                    max_age=cycle_age,
                     duplicate_window=check_dedup,
                 ),
                 Stream(
                     name=self.snapshots_stream,
                     subjects=(f"{self.namespace}.snapshot.>",),
                     retention=RetentionPolicy.WORK_QUEUE,
-                    max_age=hour,
+                    max_age=cycle_age,
                     duplicate_window=check_dedup,
                 ),
                 Stream(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.scheduler.due import check_messages, seconds_until_next_window
 from shared.events import CheckSection, decode
@@ -59,3 +61,10 @@ def test_tokens_verify_only_their_purpose_until_expiry() -> None:
             verify(secret, purpose, token, now=now)
     with pytest.raises(InvalidToken):
         verify("k" * 32, "unsubscribe", "garbage")
+
+
+@given(st.integers(min_value=1, max_value=7 * 24 * 3600))
+def test_every_stream_accepts_its_dedup_window_for_any_interval(interval: int) -> None:
+    for stream in Topology("pmc", interval).streams:
+        assert stream.duplicate_window <= stream.max_age, stream.name
+    assert Topology("pmc", interval).streams[0].duplicate_window > interval
