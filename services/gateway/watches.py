@@ -107,8 +107,10 @@ async def request_check(
 async def list_watches(user_id: NamedDependency[int], pool: NamedDependency[asyncpg.Pool]) -> list[WatchView]:
     """The logged-in user's watches, oldest first: 200 `[watch]`, 401 when not logged in.
 
-    A watch is `{"id", "term", "term_label", "class_nbr", "created_at", "catalog_url", "section"}`, where
-    `section` is null until the section was first checked, else its latest state: `course`, `title`,
+    A watch is `{"id", "term", "term_label", "class_nbr", "created_at", "catalog_url", "status",
+    "section"}`: `status` is `checking` before the first look-up, then `found` or `not_found` (the class
+    search does not list it now); `section` is null until the section was first found, else its latest
+    state: `course`, `title`,
     `section`, `instructors`, `instructor_label`, `instructor_links` (Rate My Professors, named instructors
     only), seats (`enrl_cap`, `enrl_tot`, `open_seats`, `reserved_seats`, `wait_cap`, `wait_tot`), `days`,
     `start_time`, `end_time`, `location`, `last_checked`, `catalog_url`, and `found` (false when the last
