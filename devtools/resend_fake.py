@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 import signal
 import socket
 import time
@@ -37,6 +38,8 @@ from litestar.response import Response
 from shared.logging import configure_logging
 from shared.settings import Settings
 
+# Resend refuses what is not one plain address (a comma, a space, no dot in the domain): 422.
+_ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 MAX_BATCH = 100
 MAX_IDEMPOTENCY_KEY = 256
 _RETRY_AFTER_SECONDS = 1
@@ -205,7 +208,9 @@ def _validate_email(email: Any, prefix: str) -> Json:
         raise ResendFault(422, "validation_error", f"{prefix}`from` and `subject` must be strings.")
     to = email["to"]
     recipients = [to] if isinstance(to, str) else to
-    if not isinstance(recipients, list) or not all(isinstance(r, str) and "@" in r for r in recipients):
+    if not isinstance(recipients, list) or not all(
+        isinstance(r, str) and _ADDRESS.fullmatch(r) for r in recipients
+    ):
         raise ResendFault(422, "validation_error", f"{prefix}Invalid `to` field.")
     if len(recipients) > 50:
         raise ResendFault(422, "validation_error", f"{prefix}`to` holds at most 50 addresses.")

@@ -55,25 +55,29 @@ class Detector:
 
     async def _process(self, found: list[SectionSnapshot], missing: list[SectionNotFound]) -> None:
         now = time.time()
-        applied = await apply_snapshots(self._pool, latest_per_section(found))
-        gone = await record_missing(self._pool, missing)
-        changes = [
-            change
-            for item in applied
-            for change in detect(item.previous, item.snapshot.state, item.snapshot.snapshot_id, now)
-        ]
-        # Changes are durable: published and acknowledged by JetStream before the snapshots are acked.
-        await publish_all(
-            self._js,
-            [
-                Outgoing(
-                    self._topology.change_subject(change.kind),
-                    encode(change),
-                    f"{change.kind}:{change.state.term}:{change.state.class_nbr}:{change.change_key}",
-                )
-                for change in changes
-            ],
-        )
+        # The changes are published while the new state is uncommitted (its rows locked against other
+        # replicas): when publishing fails, the state rolls back and the retry finds the same transition,
+        # even if a newer snapshot is stored first. The price: a crash between the publish and the commit
+        # can announce one opening twice, under two names. A loss would be worse than a repeat.
+        async with self._pool.acquire() as conn, conn.transaction():
+            applied = await apply_snapshots(conn, latest_per_section(found))
+            gone = await record_missing(conn, missing)
+            changes = [
+                change
+                for item in applied
+                for change in detect(item.previous, item.snapshot.state, item.snapshot.snapshot_id, now)
+            ]
+            await publish_all(
+                self._js,
+                [
+                    Outgoing(
+                        self._topology.change_subject(change.kind),
+                        encode(change),
+                        f"{change.kind}:{change.state.term}:{change.state.class_nbr}:{change.change_key}",
+                    )
+                    for change in changes
+                ],
+            )
         # Live updates are best-effort (core NATS): a page that misses one reloads the list.
         for item in applied:
             state = item.snapshot.state

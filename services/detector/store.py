@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from services.detector.changes import Previous
 from shared.events import SectionNotFound, SectionSnapshot
@@ -72,6 +73,10 @@ RETURNING term, class_nbr, missing_count
 """
 
 
+# A pool, a connection, or a pooled connection inside a transaction: the queries need only `fetch`.
+Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+
+
 class Applied(NamedTuple):
     snapshot: SectionSnapshot
     previous: Previous | None
@@ -85,9 +90,7 @@ def _row(snapshot: SectionSnapshot) -> dict[str, object]:
     return row
 
 
-async def apply_snapshots(
-    conn: asyncpg.Pool | asyncpg.Connection, snapshots: list[SectionSnapshot]
-) -> list[Applied]:
+async def apply_snapshots(conn: Executor, snapshots: list[SectionSnapshot]) -> list[Applied]:
     """Store the snapshots; return the ones not stale, each with what it replaced (None: first sight)."""
     if not snapshots:
         return []
@@ -105,9 +108,7 @@ async def apply_snapshots(
     return applied
 
 
-async def record_missing(
-    conn: asyncpg.Pool | asyncpg.Connection, missing: list[SectionNotFound]
-) -> list[tuple[str, str, int]]:
+async def record_missing(conn: Executor, missing: list[SectionNotFound]) -> list[tuple[str, str, int]]:
     if not missing:
         return []
     payload = [

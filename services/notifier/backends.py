@@ -62,9 +62,11 @@ def _status(error: ResendError) -> int:
 def _classify(error: ResendError) -> TransientSendError | PermanentSendError:
     status = _status(error)
     summary = f"resend {status} {error.error_type}: {error.message}"
+    # A refused API key is the operator's to fix: retry (and dead-letter in the end) rather than drop
+    # the emails. Only what is wrong with the emails themselves is permanent.
     if (
         isinstance(error, RateLimitError)
-        or status == 429
+        or status in (401, 403, 429)
         or status >= 500
         or error.error_type in _TRANSIENT_TYPES
     ):

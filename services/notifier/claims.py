@@ -41,6 +41,18 @@ WHERE n.watch_id = r.watch_id AND n.kind = r.kind AND n.change_key = r.change_ke
 """
 
 
+UNSENT = """
+SELECT n.watch_id, n.kind, n.change_key
+FROM notification AS n
+JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(watch_id, kind, change_key)
+  ON n.watch_id = k.watch_id AND n.kind = k.kind AND n.change_key = k.change_key
+WHERE n.sent_at IS NULL
+"""
+
+# The provider refused the address itself: stop mailing it until the user changes it.
+REJECT_ADDRESS = "UPDATE app_user SET email_status = 'rejected' WHERE id = $1"
+
+
 def _columns(keys: list[ClaimKey]) -> tuple[list[int], list[str], list[str]]:
     return [k.watch_id for k in keys], [k.kind for k in keys], [k.change_key for k in keys]
 
@@ -62,3 +74,15 @@ async def mark_sent(pool: asyncpg.Pool, sent: list[tuple[ClaimKey, str]]) -> Non
 async def release(pool: asyncpg.Pool, keys: list[ClaimKey]) -> None:
     if keys:
         await pool.execute(RELEASE, *_columns(keys))
+
+
+async def unsent(pool: asyncpg.Pool, keys: list[ClaimKey]) -> set[ClaimKey]:
+    """Which of `keys` are claimed and not yet sent (by anyone)."""
+    if not keys:
+        return set()
+    rows = await pool.fetch(UNSENT, *_columns(keys))
+    return {ClaimKey(row["watch_id"], row["kind"], row["change_key"]) for row in rows}
+
+
+async def reject_address(pool: asyncpg.Pool, user_id: int) -> None:
+    await pool.execute(REJECT_ADDRESS, user_id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 
+import asyncpg
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from services.notifier.backends import EmailBackend, PermanentSendError, TransientSendError
-from services.notifier.claims import claim, mark_sent, release
+from services.notifier.claims import claim, mark_sent, reject_address, release, unsent
 from services.notifier.email import render
 from services.notifier.plan import EMAILED_KINDS, Notice, chunks, idempotency_key, plan
 from services.notifier.recipients import eligible_watchers
@@ -20,6 +22,12 @@ from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
+
+Heartbeat = Callable[[], Awaitable[None]]
+
+
+class ClaimsPending(Exception):
+    """Some emails are claimed by another sender and not yet sent: retry after its lease."""
 
 
 class Notifier:
@@ -48,21 +56,28 @@ class Notifier:
                 continue
             changes.append(change)
             readable.append(msg)
-        try:
-            await self.notify(changes)
-        except PermanentSendError as exc:
+
+        async def still_working() -> None:
+            # A long run of provider calls must not outlive the ack wait: another replica would get
+            # these changes while this one is still sending them.
             for msg in readable:
-                await self._settler.fail(msg, exc, transient=False)
-            return
-        except TransientSendError as exc:
+                await msg.in_progress()
+
+        try:
+            await self.notify(changes, still_working)
+        except (TransientSendError, ClaimsPending, asyncpg.PostgresError, OSError) as exc:
             for msg in readable:
                 await self._settler.fail(msg, exc, transient=True)
             return
         for msg in readable:
             await msg.ack()
 
-    async def notify(self, changes: list[SectionChange]) -> int:
-        """Send what these changes call for and nobody has sent yet; returns the number of emails sent."""
+    async def notify(self, changes: list[SectionChange], still_working: Heartbeat) -> int:
+        """Send what these changes call for and nobody has sent yet; returns the number of emails sent.
+
+        Returns only when every email the changes call for is recorded as sent (or its address was
+        refused); raises otherwise, so that the changes are retried rather than acknowledged.
+        """
         for change in changes:
             if change.kind not in EMAILED_KINDS:
                 log.info(
@@ -75,26 +90,49 @@ class Notifier:
         notices = plan(emailed, watchers)
         owned = await claim(self._pool, [notice.key for notice in notices], self._lease)
         mine = [notice for notice in notices if notice.key in owned]
-        batches = chunks(mine)
         sent = 0
-        for index, batch in enumerate(batches):
-            try:
-                await self._send(batch)
-            except (TransientSendError, PermanentSendError):
-                await release(self._pool, [notice.key for rest in batches[index:] for notice in rest])
-                raise
-            sent += len(batch)
+        try:
+            for batch in chunks(mine):
+                await still_working()
+                sent += await self._send(batch)
+        finally:
+            # Whatever this run claimed and did not record as sent goes back, so a retry can claim it;
+            # should this fail too, the claims expire after the lease.
+            with suppress(asyncpg.PostgresError, OSError):
+                await release(self._pool, [notice.key for notice in mine])
+        pending = await unsent(self._pool, [notice.key for notice in notices])
         if notices:
             log.info(
                 "notifications sent",
                 changes=len(emailed),
                 eligible=len(notices),
                 sent=sent,
-                already_claimed=len(notices) - len(mine),
+                claimed_elsewhere=len(pending),
             )
+        if pending:
+            raise ClaimsPending(f"{len(pending)} emails are claimed by another sender and not sent yet")
         return sent
 
-    async def _send(self, notices: Sequence[Notice]) -> None:
+    async def _send(self, notices: Sequence[Notice]) -> int:
+        """Send one provider batch; when the provider refuses it, send its emails one by one, so that one
+        refused address costs only its own email. Returns how many were sent."""
+        try:
+            await self._send_batch(notices)
+            return len(notices)
+        except PermanentSendError as exc:
+            if len(notices) == 1:
+                await self._refused(notices[0], exc)
+                return 0
+        sent = 0
+        for notice in notices:
+            try:
+                await self._send_batch([notice])
+                sent += 1
+            except PermanentSendError as exc:
+                await self._refused(notice, exc)
+        return sent
+
+    async def _send_batch(self, notices: Sequence[Notice]) -> None:
         emails = [
             render(
                 notice.change,
@@ -108,6 +146,15 @@ class Notifier:
         provider_ids = await self._backend.send_batch(emails, idempotency_key(emails))
         await mark_sent(
             self._pool, [(notice.key, pid) for notice, pid in zip(notices, provider_ids, strict=True)]
+        )
+
+    async def _refused(self, notice: Notice, error: PermanentSendError) -> None:
+        await reject_address(self._pool, notice.recipient.user_id)
+        log.error(
+            "address refused by the email provider; no more email to it",
+            user_id=notice.recipient.user_id,
+            watch_id=notice.recipient.watch_id,
+            error=str(error),
         )
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ CREATE TABLE app_user (
     email                 text NOT NULL,
     password_hash         text NOT NULL,
     notifications_enabled boolean NOT NULL DEFAULT true,
-    -- 'ok' | 'bounced' | 'complained': anything but 'ok' gets no email.
+    -- 'ok' | 'bounced' | 'complained' | 'rejected' (the provider refused the address): only 'ok' gets email.
     email_status          text NOT NULL DEFAULT 'ok',
     is_admin              boolean NOT NULL DEFAULT false,
     created_at            timestamptz NOT NULL DEFAULT now()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -114,3 +116,31 @@ async def test_a_section_not_found_is_recorded_until_it_is_found_again(
     await detector.handle(await fetch(js, topology.detector))
     assert await db.fetchval("SELECT count(*) FROM section_missing") == 0
     assert await changes(js, topology) == [], "found after being missing is a first sight"
+
+
+async def test_an_opening_survives_a_failed_publish_even_when_a_newer_snapshot_lands_first(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.detector)
+    # The failed attempt comes back after 2 s, so the newer snapshot is surely handled first.
+    detector = Detector(db, nc, topology, dataclasses.replace(consumer, retry_delays=(2.0,)))
+    await publish(js, topology, snapshot("s0", 1.0, enrl_tot=100))
+    await detector.handle(await fetch(js, consumer))
+    # Changes cannot be published: their stream is gone (a real JetStream failure, no responders).
+    changes_stream = next(s for s in topology.streams if s.name == topology.changes_stream)
+    await js.delete_stream(changes_stream.name)
+    await publish(js, topology, snapshot("s1", 2.0, enrl_tot=97))
+    [opening] = await fetch(js, consumer)
+    await detector.handle([opening])
+    await js.add_stream(changes_stream.config())
+    # The next window's snapshot is stored before the failed one comes back.
+    await publish(js, topology, snapshot("s2", 3.0, enrl_tot=97))
+    [newer] = await fetch(js, consumer)
+    assert decode(newer.data, SectionSnapshot).snapshot_id == "s2"
+    await detector.handle([newer])
+    [redelivered] = await fetch(js, consumer)
+    assert redelivered.metadata.num_delivered == 2
+    await detector.handle([redelivered])
+    assert [(c.kind, c.old_open_seats, c.state.open_seats) for c in await changes(js, topology)] == [
+        ("seat_opened", 0, 3)
+    ]

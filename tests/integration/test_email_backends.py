@@ -194,10 +194,10 @@ async def test_resend_unreachable_is_transient() -> None:
         await backend.send_batch(_emails(1), "batch-1")
 
 
-async def test_resend_bad_api_key_is_permanent(fake_url: str) -> None:
+async def test_resend_bad_api_key_is_retried_not_dropped(fake_url: str) -> None:
     backend = ResendBackend("not-a-resend-key", fake_url)
 
-    with pytest.raises(PermanentSendError, match="403"):
+    with pytest.raises(TransientSendError, match="403"):
         await backend.send_batch(_emails(1), "batch-1")
     assert await resend_fake.fetch_emails(fake_url) == []
 

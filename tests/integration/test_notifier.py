@@ -90,14 +90,18 @@ async def test_a_claim_left_by_a_dead_sender_is_taken_over_after_its_lease(
     watch_id = await add_watcher(db, "ada@example.edu")
     key = ClaimKey(watch_id, "seat_opened", "s1")
     assert await claim(db, [key], lease_seconds=15) == {key}
-    handler = notifier(db, js, topology, settings, OutboxBackend(db))
+    consumer = await quick_redelivery(js, topology, topology.notifier)
+    handler = Notifier(db, OutboxBackend(db), js, topology, consumer, settings)
     await publish_change(js, topology, "seat_opened", "s1")
-    await handler.handle(await fetch(js, topology.notifier))
+    await handler.handle(await fetch(js, consumer))
     assert await outbox(db) == [], "a fresh claim belongs to a live sender"
+    [retry] = await fetch(js, consumer)
+    assert retry.metadata.num_delivered == 2, "not acknowledged while another sender holds the claim"
     await db.execute("UPDATE notification SET claimed_at = now() - interval '1 minute'")
-    await publish_change(js, topology, "seat_opened", "s1")
-    await handler.handle(await fetch(js, topology.notifier))
+    await handler.handle([retry])
     assert await outbox(db) == ["ada@example.edu"]
+    info = await js.consumer_info(consumer.stream, consumer.durable)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
 
 @pytest.fixture
@@ -123,3 +127,60 @@ async def test_a_failed_send_releases_its_claims_and_the_retry_sends_once(
     assert [(e["to"], e["subject"]) for e in emails] == [
         (["ada@example.edu"], "Instructor assigned: CSE 310 (12345)")
     ]
+
+
+async def test_a_database_failure_while_sending_loses_and_doubles_nothing(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.notifier)
+    for number in range(3):
+        await add_watcher(db, f"student{number}@example.edu")
+    # A real failure inside PostgreSQL: recording the sends fails once, after the emails went out.
+    await db.execute(
+        """
+        CREATE SEQUENCE fail_once;
+        CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            -- nextval survives the rollback that the exception causes: the failure happens once.
+            IF nextval('fail_once') = 1 THEN
+                RAISE EXCEPTION 'injected failure';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_once BEFORE UPDATE ON notification FOR EACH ROW
+            WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION fail_once();
+        """
+    )
+    try:
+        handler = Notifier(db, OutboxBackend(db), js, topology, consumer, settings)
+        await publish_change(js, topology, "seat_opened", "s1")
+        await handler.handle(await fetch(js, consumer))
+        assert await db.fetchval("SELECT count(*) FROM notification") == 0, "claims released, not left held"
+        [retry] = await fetch(js, consumer)
+        await handler.handle([retry])
+    finally:
+        await db.execute(
+            "DROP TRIGGER fail_once ON notification; DROP FUNCTION fail_once; DROP SEQUENCE fail_once"
+        )
+    assert await outbox(db) == [f"student{n}@example.edu" for n in range(3)]
+    assert await db.fetchval("SELECT count(*) FROM notification WHERE sent_at IS NOT NULL") == 3
+
+
+async def test_a_refused_address_costs_only_its_own_email(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings, resend_url: str
+) -> None:
+    for address in ("ada@example.edu", "two,addresses@example.edu", "bob@example.edu"):
+        await add_watcher(db, address)
+    handler = notifier(db, js, topology, settings, ResendBackend("re_test_key", resend_url))
+    await publish_change(js, topology, "seat_opened", "s1")
+    await handler.handle(await fetch(js, topology.notifier))
+    delivered = sorted(e["to"][0] for e in await resend_fake.fetch_emails(resend_url))
+    assert delivered == ["ada@example.edu", "bob@example.edu"]
+    statuses = await db.fetch("SELECT email, email_status FROM app_user ORDER BY email")
+    assert [(r["email"], r["email_status"]) for r in statuses] == [
+        ("ada@example.edu", "ok"),
+        ("bob@example.edu", "ok"),
+        ("two,addresses@example.edu", "rejected"),
+    ]
+    info = await js.consumer_info(topology.notifier.stream, topology.notifier.durable)
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
