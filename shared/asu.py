@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from urllib.parse import quote_plus
 
-_TERM = re.compile(r"^2\d\d[147]$")
-_CLASS_NBR = re.compile(r"^\d{5}$")
+# [0-9], not \d: \d also matches other scripts' digits, which are no ASU codes.
+_TERM = re.compile(r"^2[0-9][0-9][147]$")
+_CLASS_NBR = re.compile(r"^[0-9]{5}$")
+# What the class search or a page shows in place of a name while no instructor is assigned.
+PLACEHOLDER_INSTRUCTORS = frozenset({"staff", "tba", "to be announced"})
 _SEASONS = {"1": "Spring", "4": "Summer", "7": "Fall"}
 # The class search's per-day flags (`"Y"`/`"N"`) and how its DAYLIST abbreviates each day.
 DAY_FLAGS = (
@@ -47,7 +50,7 @@ def catalog_url(term: str, class_nbr: str) -> str:
 
 
 def rate_my_professor_url(name: str) -> str | None:
-    if not name or name.strip().lower() in {"staff", "tba"}:
+    if not name or name.strip().lower() in PLACEHOLDER_INSTRUCTORS:
         return None
     return f"{RMP_SEARCH_URL}?q={quote_plus(name)}"
 

@@ -57,13 +57,6 @@ class Settler:
         self._topology = topology
         self._consumer = consumer
 
-    @property
-    def consumer(self) -> Consumer:
-        return self._consumer
-
-    async def ack(self, msg: Msg) -> None:
-        await msg.ack()
-
     async def fail(self, msg: Msg, error: BaseException, *, transient: bool) -> None:
         delivered = msg.metadata.num_delivered or 1
         decision = decide(delivered, self._consumer, transient=transient)

@@ -147,7 +147,7 @@ def run(
     log = configure_logging(settings, service)
     try:
         asyncio.run(serve(settings, consumer_of, make_handler, service, batch_size=batch_size))
-    except MissingConsumer as exc:
+    except (MissingConsumer, SettingsError) as exc:
         log.error("cannot start", error=str(exc))
         sys.exit(1)
     except OSError as exc:

@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def require_secret_key(self) -> str:
         if len(self.secret_key) < 16:
             raise SettingsError(
-                "SECRET_KEY must be set to at least 16 characters (it signs sessions and unsubscribe links)"
+                "SECRET_KEY must be set to at least 16 characters (it signs unsubscribe links)"
             )
         return self.secret_key
 

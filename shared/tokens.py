@@ -43,7 +43,7 @@ def verify(secret: str, purpose: str, token: str, *, now: float | None = None) -
         expires = int(expires_text)
     except (ValueError, UnicodeDecodeError):
         raise InvalidToken("malformed token") from None
-    if not hmac.compare_digest(signature, _signature(secret, purpose, payload, expires)):
+    if not hmac.compare_digest(signature.encode(), _signature(secret, purpose, payload, expires).encode()):
         raise InvalidToken("bad signature")
     if (time.time() if now is None else now) > expires:
         raise InvalidToken("expired")

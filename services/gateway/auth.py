@@ -103,17 +103,18 @@ async def login(
     """
     credentials = await read_json(request, Credentials)
     key = failures_key(settings.namespace, credentials.email)
-    failures = await redis.get(key)
-    if failures is not None and int(failures) >= MAX_FAILURES:
+    # Counted before the password is checked, so parallel guesses cannot all pass a not-yet-raised
+    # count; a successful log-in clears it.
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=LOCK_SECONDS, nx=True)
+        pipe.incr(key)
+        _, attempts = await pipe.execute()
+    if int(attempts) > MAX_FAILURES:
         raise HTTPException(status_code=429, detail="too many failed log-ins: try again in 15 minutes")
     row = await pool.fetchrow(SELECT_USER_BY_EMAIL, credentials.email.strip()) if credentials.email else None
     stored = row["password_hash"] if row is not None else dummy_hash()
     valid = await asyncio.to_thread(verify_password, credentials.password, stored)
     if row is None or not valid:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, LOCK_SECONDS)
-            await pipe.execute()
         log.info("login failed")
         raise NotAuthorizedException(detail=BAD_CREDENTIALS)
     await redis.delete(key)

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
 
+from services.notifier.backends import MAX_BATCH
 from services.notifier.claims import ClaimKey
 from services.notifier.email import Email, Recipient
 from shared.events import SectionChange
@@ -13,9 +14,6 @@ from shared.events import SectionChange
 # seat_filled is not emailed: it ends an opening, so the next 0 → >0 is a new change_key and every
 # watcher of the section is armed again for it without any state to reset.
 EMAILED_KINDS = frozenset({"seat_opened", "instructor_changed"})
-
-# Resend accepts at most 100 emails per batch call.
-BATCH_LIMIT = 100
 
 
 class Notice(NamedTuple):
@@ -39,7 +37,7 @@ def plan(changes: Sequence[SectionChange], watchers: dict[tuple[str, str], list[
 T = TypeVar("T")
 
 
-def chunks(items: Sequence[T], size: int = BATCH_LIMIT) -> list[Sequence[T]]:
+def chunks(items: Sequence[T], size: int = MAX_BATCH) -> list[Sequence[T]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import structlog
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from services.scheduler.due import check_messages, seconds_until_next_window
@@ -65,7 +66,7 @@ class Scheduler:
         while not stop.is_set():
             try:
                 await self.run_cycle()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except (OSError, asyncpg.PostgresError, NatsError, TimeoutError) as exc:
                 log.error("check cycle failed", error=str(exc) or type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=seconds_until_next_window(time.time(), interval))

@@ -9,10 +9,6 @@ from shared.messaging import Outgoing
 from shared.streams import Topology
 
 
-def window_start(window: int, interval: int) -> float:
-    return float(window * interval)
-
-
 def seconds_until_next_window(now: float, interval: int) -> float:
     return (math.floor(now / interval) + 1) * interval - now
 

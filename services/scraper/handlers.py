@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from services.scraper.catalog import CatalogClient, PermanentCatalogError, TransientCatalogError
 from services.scraper.observation import observation, snapshot_id
 from services.scraper.parser import CatalogFormatError, find_section
-from shared.delivery import Settler
+from shared.delivery import Settler, describe
 from shared.events import CheckSection
 from shared.messaging import publish_all
 from shared.streams import Consumer, Topology
@@ -35,7 +35,15 @@ class Scraper:
         self._settler = Settler(js, topology, consumer or topology.scraper)
 
     async def handle(self, msgs: list[Msg]) -> None:
-        await asyncio.gather(*(self.check(msg) for msg in msgs))
+        results = await asyncio.gather(*(self.check(msg) for msg in msgs), return_exceptions=True)
+        for msg, result in zip(msgs, results, strict=True):
+            # A bug in one look-up settles that check alone, after its siblings have settled theirs.
+            if isinstance(result, Exception):
+                log.error("check crashed", error=describe(result), exc_info=result)
+                if not msg._ackd:
+                    await self._settler.fail(msg, result, transient=True)
+            elif isinstance(result, BaseException):
+                raise result
 
     async def check(self, msg: Msg) -> None:
         check = await self._settler.decode(msg, CheckSection)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from shared.asu import DAY_FLAGS
+from shared.asu import DAY_FLAGS, PLACEHOLDER_INSTRUCTORS
 from shared.events import SectionState
 
 _TIME_12H = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*([AaPp])\.?[Mm]\.?\s*$")
@@ -118,9 +118,6 @@ def _count(value: Any, label: str, where: str, *, default: int | None = None) ->
     return number
 
 
-_PLACEHOLDER_INSTRUCTORS = frozenset({"staff", "tba", "to be announced"})
-
-
 def _instructors(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -129,7 +126,7 @@ def _instructors(value: Any, where: str) -> tuple[str, ...]:
     names = (name.strip() for name in value if isinstance(name, str))
     # An empty list is how the class search says Staff; a placeholder name must mean the same, or
     # Staff → a real name would read as one instructor replacing another.
-    return tuple(name for name in names if name and name.lower() not in _PLACEHOLDER_INSTRUCTORS)
+    return tuple(name for name in names if name and name.lower() not in PLACEHOLDER_INSTRUCTORS)
 
 
 def _days(row: Mapping[str, Any]) -> str:

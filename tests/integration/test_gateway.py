@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -111,6 +112,13 @@ async def test_repeated_failed_logins_lock_the_email(client: Client) -> None:
     body = {"email": "nobody@asu.edu", "password": "x" * 9}
     statuses = [(await client.post("/api/v1/auth/login", json=body)).status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
+
+
+async def test_parallel_guesses_cannot_outrun_the_lock(client: Client) -> None:
+    body = {"email": "target@asu.edu", "password": "x" * 9}
+    responses = await asyncio.gather(*(client.post("/api/v1/auth/login", json=body) for _ in range(12)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [401] * 5 + [429] * 7
 
 
 @pytest.mark.parametrize(

@@ -68,3 +68,8 @@ def test_every_stream_accepts_its_dedup_window_for_any_interval(interval: int) -
     for stream in Topology("pmc", interval).streams:
         assert stream.duplicate_window <= stream.max_age, stream.name
     assert Topology("pmc", interval).streams[0].duplicate_window > interval
+
+
+def test_a_token_with_foreign_characters_is_invalid_not_an_error() -> None:
+    with pytest.raises(InvalidToken):
+        verify("k" * 32, "unsubscribe", "YQ.1.é")
