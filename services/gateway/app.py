@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, ping_interval: float = 15.0) -> Litestar:
         auth.login,
         auth.logout,
         auth.me,
+        auth.update_me,
         watches.list_watches,
         watches.add_watch,
         watches.delete_watch,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
-from litestar import Request, Response, get, post
+from litestar import Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from redis.asyncio import Redis
@@ -22,11 +22,14 @@ from shared.settings import Settings
 
 log = structlog.get_logger()
 
-INSERT_USER = "INSERT INTO app_user (email, password_hash) VALUES ($1, $2) RETURNING id, email"
-SELECT_USER_BY_EMAIL = "SELECT id, email, password_hash FROM app_user WHERE lower(email) = lower($1)"
-SELECT_USER = "SELECT id, email FROM app_user WHERE id = $1"
+_USER_COLUMNS = "id, email, notifications_enabled, email_status"
+INSERT_USER = f"INSERT INTO app_user (email, password_hash) VALUES ($1, $2) RETURNING {_USER_COLUMNS}"
+SELECT_USER_BY_EMAIL = f"SELECT {_USER_COLUMNS}, password_hash FROM app_user WHERE lower(email) = lower($1)"
+SELECT_USER = f"SELECT {_USER_COLUMNS} FROM app_user WHERE id = $1"
+SET_NOTIFICATIONS = f"UPDATE app_user SET notifications_enabled = $2 WHERE id = $1 RETURNING {_USER_COLUMNS}"
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+# One plain address: no spaces, and none of the characters that would make it a list of addresses.
+_EMAIL = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+\.[^@\s,;<>\".]+$")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 BAD_CREDENTIALS = "wrong email or password"
 # Five failures lock the email for 15 minutes, whether or not an account has it (no existence leak).
@@ -41,6 +44,22 @@ class Credentials(msgspec.Struct, kw_only=True):
 class UserOut(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     email: str
+    notifications_enabled: bool
+    # "ok", or why no email goes out: "bounced", "complained", "rejected" (refused by the provider).
+    email_status: str
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> UserOut:
+        return cls(
+            id=row["id"],
+            email=row["email"],
+            notifications_enabled=row["notifications_enabled"],
+            email_status=row["email_status"],
+        )
+
+
+class Preferences(msgspec.Struct, kw_only=True):
+    notifications_enabled: bool | None = None
 
 
 def validate_credentials(credentials: Credentials) -> str | None:
@@ -86,7 +105,7 @@ async def register(
     assert row is not None
     log.info("user registered", user_id=row["id"])
     cookie = await start_session(redis, settings, row["id"])
-    return Response(UserOut(id=row["id"], email=row["email"]), status_code=201, cookies=[cookie])
+    return Response(UserOut.of(row), status_code=201, cookies=[cookie])
 
 
 @post("/api/v1/auth/login", status_code=200)
@@ -120,7 +139,7 @@ async def login(
     await redis.delete(key)
     log.info("user logged in", user_id=row["id"])
     cookie = await start_session(redis, settings, row["id"])
-    return Response(UserOut(id=row["id"], email=row["email"]), cookies=[cookie])
+    return Response(UserOut.of(row), cookies=[cookie])
 
 
 @post("/api/v1/auth/logout", status_code=204)
@@ -141,9 +160,25 @@ async def me(
     redis: NamedDependency[Redis],
     settings: NamedDependency[Settings],
 ) -> UserOut:
-    """The logged-in user: 200 `{"id", "email"}`, or 401."""
+    """The logged-in user: 200 `{"id", "email", "notifications_enabled", "email_status"}`, or 401."""
     user_id = await session_user(redis, settings, request)
     row = await pool.fetchrow(SELECT_USER, user_id) if user_id is not None else None
     if row is None:
         raise NotAuthorizedException(detail="not logged in")
-    return UserOut(id=row["id"], email=row["email"])
+    return UserOut.of(row)
+
+
+@patch("/api/v1/auth/me")
+async def update_me(
+    request: Request[Any, Any, Any], user_id: NamedDependency[int], pool: NamedDependency[asyncpg.Pool]
+) -> UserOut:
+    """Change the user's preferences: `{"notifications_enabled": true|false}` turns all emails on or off
+    (an unsubscribe link turns them off). 200 with the user; 422 when there is nothing to change."""
+    preferences = await read_json(request, Preferences)
+    if preferences.notifications_enabled is None:
+        raise UnprocessableContent(detail="send notifications_enabled: true or false")
+    row = await pool.fetchrow(SET_NOTIFICATIONS, user_id, preferences.notifications_enabled)
+    if row is None:
+        raise NotAuthorizedException(detail="log in first")
+    log.info("notifications changed", user_id=user_id, enabled=preferences.notifications_enabled)
+    return UserOut.of(row)

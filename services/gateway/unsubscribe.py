@@ -47,7 +47,7 @@ async def unsubscribe_page(
     action = html.escape(f"/unsubscribe?token={quote(token or '', safe='')}")
     form = (
         "<p>Stop all PickMyClass emails to this address? Your watches stay, and you can turn emails "
-        "back on later.</p>"
+        "back on from your watch list at any time.</p>"
         f'<form method="post" action="{action}">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         "<button type=submit>Unsubscribe</button></form>"

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright, expect
 
+from shared.tokens import UNSUBSCRIBE, sign
 from tests.e2e.system import TERM, World, add_section, change_section
 
 pytestmark = pytest.mark.e2e
@@ -190,3 +191,24 @@ async def test_a_student_is_told_what_is_wrong_with_a_class_number(
     await student.delete("71999")
     await expect(student.cards).to_have_count(0)
     assert student.unexpected_errors(("/api/v1/watches", 422)) == []
+
+
+async def test_a_student_who_unsubscribed_can_turn_emails_back_on(student: Student, world: World) -> None:
+    await student.create_account()
+    me = await student.page.request.get("/api/v1/auth/me")
+    token = sign(world.system.env["SECRET_KEY"], UNSUBSCRIBE, str((await me.json())["id"]), 3600)
+    # The one-click POST a mail client makes from the List-Unsubscribe header.
+    await student.page.request.post(
+        f"/unsubscribe?token={token}",
+        data="List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    await student.page.reload()
+    banner = student.page.locator("#emails-off")
+    await expect(banner).to_contain_text("Emails are off for your account")
+    await banner.get_by_role("button", name="Turn emails back on").click()
+    await expect(student.message).to_have_text("Emails are on again.")
+    await expect(banner).to_be_hidden()
+    me = await student.page.request.get("/api/v1/auth/me")
+    assert (await me.json())["notifications_enabled"] is True
+    assert student.unexpected_errors() == []

@@ -79,7 +79,12 @@ async def test_register_login_logout_and_me(client: Client) -> None:
     user_id = await register(client, "Sparky@ASU.edu")
     me = await client.get("/api/v1/auth/me")
     assert me.status_code == 200
-    assert me.json() == {"id": user_id, "email": "Sparky@ASU.edu"}
+    assert me.json() == {
+        "id": user_id,
+        "email": "Sparky@ASU.edu",
+        "notifications_enabled": True,
+        "email_status": "ok",
+    }
 
     cookie = client.cookies.get("pmc_session")
     assert cookie
@@ -125,6 +130,7 @@ async def test_parallel_guesses_cannot_outrun_the_lock(client: Client) -> None:
     ("body", "message"),
     [
         ({"email": "not-an-email", "password": PASSWORD}, "email must look like name@example.edu"),
+        ({"email": "two,people@asu.edu", "password": PASSWORD}, "email must look like name@example.edu"),
         ({"password": PASSWORD}, "email is required"),
         ({"email": "a@asu.edu", "password": "short"}, "password must be at least 8 characters"),
         ({"email": "a@asu.edu", "password": "x" * 1025}, "password must be at most 1024 characters"),
@@ -307,6 +313,26 @@ async def test_unsubscribe_needs_a_post(client: Client, settings: Settings, db: 
     assert done.status_code == 200
     assert "unsubscribed" in done.text
     assert await db.fetchval("SELECT notifications_enabled FROM app_user WHERE id = $1", user_id) is False
+
+
+async def test_an_unsubscribed_student_can_turn_emails_back_on(
+    client: Client, settings: Settings, db: asyncpg.Pool
+) -> None:
+    user_id = await register(client)
+    token = sign(settings.secret_key, UNSUBSCRIBE, str(user_id), 3600)
+    await client.post(
+        "/unsubscribe",
+        params={"token": token},
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert (await client.get("/api/v1/auth/me")).json()["notifications_enabled"] is False
+    nothing = await client.patch("/api/v1/auth/me", json={})
+    assert nothing.status_code == 422
+    turned_on = await client.patch("/api/v1/auth/me", json={"notifications_enabled": True})
+    assert turned_on.status_code == 200
+    assert turned_on.json()["notifications_enabled"] is True
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user WHERE id = $1", user_id) is True
 
 
 async def test_a_bad_or_expired_unsubscribe_token_is_a_400_page(client: Client, settings: Settings) -> None:

@@ -157,8 +157,14 @@ function closeEvents() {
   setLive(false);
 }
 
+function showEmailState(user) {
+  const off = Boolean(user) && !user.notifications_enabled;
+  $("#emails-off").hidden = !off;
+}
+
 async function showUser(user) {
   state.user = user;
+  showEmailState(user);
   $("#auth").hidden = Boolean(user);
   $("#dashboard").hidden = !user;
   $("#account").hidden = !user;
@@ -193,6 +199,18 @@ async function loadTerms() {
     element("option", { value: "other" }, "Other term code…"),
   );
   select.addEventListener("change", () => { $("#term-other-label").hidden = select.value !== "other"; });
+}
+
+function wireEmailToggle() {
+  $("#emails-on").addEventListener("click", async () => {
+    try {
+      state.user = await api("PATCH", "/api/v1/auth/me", { notifications_enabled: true });
+      showEmailState(state.user);
+      showMessage("Emails are on again.", true);
+    } catch (error) {
+      showMessage(error.message);
+    }
+  });
 }
 
 function wireForms() {
@@ -239,6 +257,7 @@ function wireForms() {
 
 async function start() {
   wireForms();
+  wireEmailToggle();
   try {
     await loadTerms();
   } catch (error) {
