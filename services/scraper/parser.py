@@ -92,7 +92,8 @@ def _section(row: Mapping[str, Any], seat_info: Mapping[str, Any], term: str, cl
 
 def _text(value: Any) -> str:
     if isinstance(value, str):
-        return value.strip()
+        # PostgreSQL text cannot hold NUL; one such character would fail the detector's whole batch.
+        return value.replace("\x00", "").strip()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return ""
@@ -104,17 +105,21 @@ def _seat(seat_info: Mapping[str, Any], seat_key: str, row: Mapping[str, Any], r
     return value if value is not None else row.get(row_key)
 
 
+# No section seats this many; a larger number is garbage, and would overflow the detector's integer columns.
+MAX_COUNT = 100_000
+
+
 def _count(value: Any, label: str, where: str, *, default: int | None = None) -> int:
     if (value is None or value == "") and default is not None:
         return default
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     else:
         raise CatalogFormatError(f"{where}: {label} is not a whole number: {value!r}")
-    if number < 0:
-        raise CatalogFormatError(f"{where}: {label} is negative: {number}")
+    if not 0 <= number <= MAX_COUNT:
+        raise CatalogFormatError(f"{where}: {label} is out of range: {number}")
     return number
 
 

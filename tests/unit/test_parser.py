@@ -239,3 +239,15 @@ def test_junk_in_other_rows_does_not_matter() -> None:
     state = find_section(payload, TERM, "80015")
     assert state is not None
     assert state.open_seats == 0
+
+
+@pytest.mark.parametrize("cap", ["99999999999", "²", "-3"])
+def test_absurd_or_foreign_counts_are_format_errors(cap: str) -> None:
+    with pytest.raises(CatalogFormatError):
+        find_section(refine(clas("80020", ENRLCAP=cap), seat_info=False), TERM, "80020")
+
+
+def test_nul_characters_are_dropped_from_text() -> None:
+    state = find_section(refine(clas("80021", TITLE="Data\x00 Structures")), TERM, "80021")
+    assert state is not None
+    assert state.title == "Data Structures"
