@@ -1,9 +1,9 @@
 """How a consumer settles each JetStream message: ack, retry later, or dead-letter.
 
-FastStream's default for JetStream rejects (terminates) on error, so nothing would ever be retried and
-`max_deliver` would never apply. Every consumer here settles explicitly instead: a transient failure is
-NAKed with a delay that grows with the delivery count; a permanent failure, or a transient one on the last
-allowed delivery, is copied to the dead-letter stream with its error and then terminated.
+Every consumer settles each message explicitly. A plain NAK is redelivered at once and a consumer's
+`backoff` does not apply to NAKs, so a transient failure is NAKed with a delay that grows with the
+delivery count; a permanent failure, or a transient one on the last allowed delivery, is copied to the
+dead-letter stream with its error and then terminated, so that no message bounces forever or vanishes.
 """
 
 from __future__ import annotations
