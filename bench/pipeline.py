@@ -24,7 +24,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -34,7 +33,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -44,9 +42,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from devtools.catalog_sim.app import API_PREFIX
+from devtools.net import answers, free_port
 from services.scheduler.app import CycleResult, Scheduler
 from services.scheduler.sections import WATCHED_SECTIONS
-from shared.db import create_pool
+from shared.db import create_pool, with_database
 from shared.logging import configure_logging
 from shared.messaging import connect_nats
 from shared.settings import Settings, redact_url
@@ -109,26 +108,9 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def require_reachable(what: str, url: str, variable: str) -> None:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=2):
-            return
-    except OSError as exc:
-        raise BenchError(
-            f"{what} does not answer at {redact_url(url)} ({exc}): start it or set {variable}"
-        ) from None
+    if not answers(url, timeout=2):
+        raise BenchError(f"{what} does not answer at {redact_url(url)}: start it or set {variable}")
 
 
 # CPU accounting from /proc, to show which process a phase was bound by.

@@ -157,10 +157,6 @@ def _untraversable(path: Path, user: pwd.struct_passwd) -> Path | None:
     return None
 
 
-def _traversable(path: Path, user: pwd.struct_passwd) -> bool:
-    return _untraversable(path, user) is None
-
-
 def _staged_postgres_bin_dir() -> Path:
     """A world-readable copy of the PostgreSQL installation, for root whose checkout (and so its venv)
     lies under a private folder, e.g. a `mktemp -d` clone: the unprivileged user must reach the binaries.
@@ -467,7 +463,7 @@ class EmbeddedStack:
         bin_dir = postgres_bin_dir()
         user = _ensure_system_user(POSTGRES_SYSTEM_USER) if os.geteuid() == 0 else None
         if user is not None:
-            if not _traversable(bin_dir, user):
+            if _untraversable(bin_dir, user) is not None:
                 bin_dir = _staged_postgres_bin_dir()
             _require_traversable(bin_dir, user)
             _require_traversable(self.data_dir, user)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +18,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from devtools.catalog_sim.app import demo_watch_list
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
+from devtools.net import answers
 from shared.settings import redact_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,15 +41,6 @@ def say(message: str) -> None:
     print(f"pickmyclass | {message}", flush=True)
 
 
-def listening(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def choose_servers(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     """URLs to use for what is configured or already listening, and the components to embed."""
     chosen: dict[str, str] = {}
@@ -61,7 +51,7 @@ def choose_servers(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
             embed.append(component)
         elif env.get(variable):
             chosen[variable] = env[variable]
-        elif listening(default):
+        elif answers(default, timeout=0.5):
             chosen[variable] = default
         else:
             embed.append(component)
@@ -179,7 +169,7 @@ def serve(supervisor: Supervisor) -> int:
         return 1
     simulated = not env.get("ASU_API_URL")
     if simulated:
-        if listening(f"http://127.0.0.1:{SIM_PORT}"):
+        if answers(f"http://127.0.0.1:{SIM_PORT}", timeout=0.5):
             say(f"port {SIM_PORT} is taken: free it or set PMC_SIM_PORT, or set ASU_API_URL")
             return 1
         supervisor.spawn("catalog-sim", "devtools.catalog_sim", "--demo", "--port", str(SIM_PORT))
@@ -189,7 +179,7 @@ def serve(supervisor: Supervisor) -> int:
             say("the catalog simulator did not start")
             return 1
     port = env.get("GATEWAY_PORT", "8000")
-    if listening(f"http://127.0.0.1:{port}"):
+    if answers(f"http://127.0.0.1:{port}", timeout=0.5):
         say(f"port {port} is taken: free it or set GATEWAY_PORT")
         return 1
     for name in SERVICES:

@@ -55,7 +55,8 @@ async def migrate(conn: asyncpg.Connection | PoolConnectionProxy) -> list[str]:
     return applied_now
 
 
-def _with_database(database_url: str, database: str) -> str:
+def with_database(database_url: str, database: str) -> str:
+    """`database_url` pointing at another database on the same server."""
     parts = urlsplit(database_url)
     return urlunsplit(parts._replace(path=f"/{database}"))
 
@@ -78,7 +79,7 @@ async def ensure_database(database_url: str) -> bool:
     else:
         await conn.close()
         return False
-    admin = await asyncpg.connect(_with_database(database_url, "postgres"))
+    admin = await asyncpg.connect(with_database(database_url, "postgres"))
     try:
         quoted = '"' + name.replace('"', '""') + '"'
         await admin.execute(f"CREATE DATABASE {quoted}")

@@ -73,6 +73,13 @@ class Settler:
             return
         await self.dead_letter(msg, f"{decision.reason}: {describe(error)}")
 
+    async def fail_unsettled(self, msg: Msg, error: BaseException) -> None:
+        """After a bug in a handler: retry `msg` like a transient failure unless the handler settled it
+        already, so it reaches the dead-letter stream after max_deliver instead of bouncing forever."""
+        # nats-py marks a message acked, NAKed or terminated only in this private flag.
+        if not msg._ackd:
+            await self.fail(msg, error, transient=True)
+
     async def decode(self, msg: Msg, kind: type[E]) -> E | None:
         """The event in `msg`, or None after dead-lettering a message no retry could make readable."""
         try:

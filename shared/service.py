@@ -90,12 +90,9 @@ async def consume(
             try:
                 await handler.handle(msgs)
             except Exception as exc:
-                # A bug, not a known failure: retry with delay like a transient error, so the message
-                # reaches the dead-letter stream after max_deliver instead of bouncing forever.
                 log.exception("handler crashed", consumer=consumer.durable)
                 for msg in msgs:
-                    if not msg._ackd:
-                        await settler.fail(msg, exc, transient=True)
+                    await settler.fail_unsettled(msg, exc)
     finally:
         await subscription.unsubscribe()
 

@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from shared.db import create_pool, ensure_database, migrate
+from shared.db import create_pool, ensure_database, migrate, with_database
 from shared.logging import configure_logging
 from shared.messaging import connect_nats
 from shared.settings import Settings
@@ -43,8 +43,7 @@ def servers() -> Iterator[Servers]:
 @pytest.fixture(scope="session")
 async def database_url(servers: Servers) -> AsyncIterator[str]:
     name = f"pmc_test_{uuid.uuid4().hex[:10]}"
-    base = servers.database_url.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
+    url = with_database(servers.database_url, name)
     await ensure_database(url)
     conn = await asyncpg.connect(url)
     try:

@@ -8,11 +8,11 @@ tests never skip because a server is absent.
 from __future__ import annotations
 
 import os
-import socket
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from devtools.net import answers
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REFERENCE = REPO.parent / "shared"
@@ -31,15 +31,6 @@ _DEFAULTS = {
     "postgres": ("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     "redis": ("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
 }
-
-
-def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _docker_answers() -> bool:
@@ -74,7 +65,7 @@ def find_servers(stack: ExitStack) -> Servers:
     missing: list[str] = []
     for kind, (variable, default) in _DEFAULTS.items():
         url = os.environ.get(variable, default)
-        if _reachable(url):
+        if answers(url):
             urls[kind] = url
         elif variable not in os.environ and _docker_answers():
             urls[kind] = _from_container(kind, stack)

@@ -40,8 +40,7 @@ class Scraper:
             # A bug in one look-up settles that check alone, after its siblings have settled theirs.
             if isinstance(result, Exception):
                 log.error("check crashed", error=describe(result), exc_info=result)
-                if not msg._ackd:
-                    await self._settler.fail(msg, result, transient=True)
+                await self._settler.fail_unsettled(msg, result)
             elif isinstance(result, BaseException):
                 raise result
 

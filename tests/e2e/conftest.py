@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from devtools import catalog_sim, resend_fake
+from shared.db import with_database
 from shared.messaging import connect_nats
 from shared.streams import Topology, declare
 from tests.e2e.system import SERVICES, System, World, system_env
@@ -23,7 +24,8 @@ NOTIFIER_ACK_WAIT = 4.0
 @pytest.fixture(scope="module")
 async def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     namespace = f"e{uuid.uuid4().hex[:10]}"
-    database_url = f"{servers.database_url.rsplit('/', 1)[0]}/pmc_e2e_{uuid.uuid4().hex[:10]}"
+    database = f"pmc_e2e_{uuid.uuid4().hex[:10]}"
+    database_url = with_database(servers.database_url, database)
     async with catalog_sim.serve() as api_url, resend_fake.serve() as resend_url:
         env, gateway_url = system_env(
             nats_url=servers.nats_url,
@@ -53,5 +55,5 @@ async def world(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> A
                 await nc.jetstream().delete_stream(stream.name)
             await nc.close()
             admin = await asyncpg.connect(servers.database_url)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             await admin.close()

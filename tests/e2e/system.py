@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,19 +16,13 @@ from typing import Any, TypeVar
 
 import httpx
 
+from devtools.net import free_port
 from shared.streams import Topology
 from tests.infra import REPO
 
 SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
 TERM = "2271"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 30.0) -> T:

@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as redis
 
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
+from shared.db import with_database
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +70,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def admin_url(servers: EmbeddedServers) -> str:
-    return servers.database_url.rsplit("/", 1)[0] + "/postgres"
+    return with_database(servers.database_url, "postgres")
 
 
 def report(run: str, stack: EmbeddedStack) -> None:
