@@ -39,6 +39,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -r /tmp/requirements.txt
 COPY shared ./shared
 COPY services ./services
+COPY pmc ./pmc
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
  && pip check \

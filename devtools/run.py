@@ -4,12 +4,18 @@ Servers: NATS_URL / DATABASE_URL / REDIS_URL when set; otherwise the standard lo
 listens there; otherwise (or always, with PMC_EMBEDDED=1) embedded servers from PyPI wheels, with data
 under `.data/embedded/`. The class search: ASU_API_URL when set, else the catalog simulator in demo mode.
 Then `python -m shared.setup`, then the five services, each its own process. Ctrl-C stops everything.
+
+The environment the services get is written to `.data/env` (`source .data/env`, then run one service or
+`pmc` from a shell against the same system). One `make run` per checkout: a second one says where the
+first is and stops.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from devtools.catalog_sim.app import demo_watch_list
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
@@ -27,6 +34,27 @@ from shared.settings import redact_url
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / ".data"
 SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
+# /healthz, /readyz and /metrics of each worker.
+HEALTH_PORTS = {"scheduler": 9101, "scraper": 9102, "detector": 9103, "notifier": 9104}
+LOCAL_NATS_MONITOR = "http://127.0.0.1:8222"
+ENV_FILE = DATA / "env"
+LOCK_FILE = DATA / "run.lock"
+# Written to the env file for a developer's shell: what the services need to join this system.
+SHARED_VARIABLES = (
+    "NATS_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "ASU_API_URL",
+    "CHECK_INTERVAL_SECONDS",
+    "EMAIL_BACKEND",
+    "RESEND_API_KEY",
+    "RESEND_API_URL",
+    "SECRET_KEY",
+    "NAMESPACE",
+    "GATEWAY_PORT",
+    "SITE_URL",
+    "HEALTH_URLS",
+)
 LOCAL_DEFAULTS = {
     "nats": ("NATS_URL", "nats://127.0.0.1:4222"),
     "postgres": ("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/pickmyclass"),
@@ -74,10 +102,13 @@ class Supervisor:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: bool = False
 
-    def spawn(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
         # Own session: the terminal's Ctrl-C reaches only this supervisor, which stops children in order.
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=REPO, env=self.env, start_new_session=True
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env={**self.env, **(extra_env or {})},
+            start_new_session=True,
         )
 
     def run_once(self, *args: str) -> int:
@@ -128,10 +159,62 @@ def build_env(chosen: dict[str, str], embedded: EmbeddedServers | None) -> dict[
                 env[variable] = url
     env.setdefault("SECRET_KEY", secret_key())
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Emails are kept in the development outbox unless a Resend key is given: chosen here, explicitly.
+    env.setdefault("EMAIL_BACKEND", "resend" if env.get("RESEND_API_KEY") else "outbox")
+    env.setdefault(
+        "HEALTH_URLS",
+        ",".join(f"{name}=http://127.0.0.1:{port}/readyz" for name, port in HEALTH_PORTS.items()),
+    )
     return env
 
 
+def write_env_file(env: dict[str, str]) -> None:
+    """The environment of this system for a developer's shell; private, since it holds SECRET_KEY."""
+    lines = ["# Written by `make run`: `source .data/env` to run one service or `pmc` against this system."]
+    lines += [f"export {name}={shlex.quote(env[name])}" for name in SHARED_VARIABLES if env.get(name)]
+    DATA.mkdir(exist_ok=True)
+    partial = ENV_FILE.with_suffix(".partial")
+    partial.touch(mode=0o600)
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(ENV_FILE)
+
+
+def hold_lock() -> IO[str] | None:
+    """This checkout's `make run` lock, or None (after saying where the other run is) when it is taken."""
+    DATA.mkdir(exist_ok=True)
+    handle = LOCK_FILE.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        say(f"already running here ({holder}): use that one, or stop it (Ctrl-C in its terminal) first")
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def nats_monitor_url(embedded: EmbeddedServers | None, env: dict[str, str]) -> str | None:
+    if embedded is not None and embedded.nats_monitor_url and env["NATS_URL"] == embedded.nats_url:
+        return embedded.nats_monitor_url
+    if env["NATS_URL"] == LOCAL_DEFAULTS["nats"][1] and answers(LOCAL_NATS_MONITOR, timeout=0.5):
+        return LOCAL_NATS_MONITOR
+    return None
+
+
 def main() -> int:
+    lock = hold_lock()
+    if lock is None:
+        return 1
+    with lock:
+        return start(lock)
+
+
+def start(lock: IO[str]) -> int:
     chosen, embed = choose_servers(dict(os.environ))
     stack: EmbeddedStack | None = None
     embedded: EmbeddedServers | None = None
@@ -145,6 +228,7 @@ def main() -> int:
             return 1
     env = build_env(chosen, embedded)
     supervisor = Supervisor(env)
+    monitor = nats_monitor_url(embedded, env)
 
     def request_stop(signum: int, _frame: object) -> None:
         supervisor.stopping = True
@@ -152,7 +236,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        return serve(supervisor)
+        return serve(supervisor, monitor, lock)
     finally:
         supervisor.stop()
         if stack is not None:
@@ -160,7 +244,7 @@ def main() -> int:
         say("stopped")
 
 
-def serve(supervisor: Supervisor) -> int:
+def serve(supervisor: Supervisor, monitor: str | None, lock: IO[str]) -> int:
     env = supervisor.env
     for variable in ("NATS_URL", "DATABASE_URL", "REDIS_URL"):
         say(f"{variable}={redact_url(env[variable])}")
@@ -179,21 +263,41 @@ def serve(supervisor: Supervisor) -> int:
             say("the catalog simulator did not start")
             return 1
     port = env.get("GATEWAY_PORT", "8000")
-    if answers(f"http://127.0.0.1:{port}", timeout=0.5):
-        say(f"port {port} is taken: free it or set GATEWAY_PORT")
-        return 1
+    for taken, variable in [
+        (int(port), "GATEWAY_PORT"),
+        *((p, f"the {n} health port") for n, p in HEALTH_PORTS.items()),
+    ]:
+        if answers(f"http://127.0.0.1:{taken}", timeout=0.5):
+            say(f"port {taken} ({variable}) is taken: free it (is another PickMyClass running?)")
+            return 1
+    write_env_file(env)
     for name in SERVICES:
-        supervisor.spawn(name, f"services.{name}")
+        health = {"HEALTH_PORT": str(HEALTH_PORTS[name])} if name in HEALTH_PORTS else {}
+        supervisor.spawn(name, f"services.{name}", extra_env=health)
     site = env.get("SITE_URL", f"http://localhost:{port}")
-    if not wait_for_http(f"http://127.0.0.1:{port}/readyz", supervisor):
-        say("the gateway did not become ready (see the errors above)")
+    ready = [
+        f"http://127.0.0.1:{port}/readyz",
+        *(f"http://127.0.0.1:{p}/readyz" for p in HEALTH_PORTS.values()),
+    ]
+    if not all(wait_for_http(url, supervisor) for url in ready):
+        say("a service did not become ready (see the errors above)")
         return 1
     say(f"PickMyClass is running: {site}")
+    lock.write(f", {site}")
+    lock.flush()
+    say(f"  gateway    {site}/readyz  {site}/metrics")
+    for name, health_port in HEALTH_PORTS.items():
+        say(f"  {name:<10} http://127.0.0.1:{health_port}/readyz  /healthz  /metrics")
+    if monitor is not None:
+        say(f"  NATS monitoring {monitor}/jsz?consumers=true")
+    else:
+        say("  NATS monitoring is not enabled on this NATS server (nats-server -m 8222 enables it)")
+    say(f"to run one service or `.venv/bin/pmc status` from a shell: source {ENV_FILE.relative_to(REPO)}")
     if simulated:
         say("the class search is simulated; seats in these full sections open within a minute:")
         for section in demo_watch_list():
             say(f"  term {section.term}  class {section.class_nbr}  {section.subject} {section.catalog_nbr}")
-    if env.get("EMAIL_BACKEND", "outbox" if not env.get("RESEND_API_KEY") else "resend") == "outbox":
+    if env["EMAIL_BACKEND"] == "outbox":
         say(f"emails are kept, not sent: {site}/dev/outbox")
     say("press Ctrl-C to stop")
     while not supervisor.stopping:

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from shared.events import DeadLetter, E, UnknownSchemaVersion, decode, encode
+from shared.metrics import MESSAGES_DEAD_LETTERED, MESSAGES_HANDLED, MESSAGES_RETRIED
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
@@ -48,14 +49,44 @@ def describe(error: BaseException) -> str:
 
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnknownSchemaVersion)
 
+# One delivery of one message: (stream, stream sequence, delivery number).
+Delivery = tuple[str, int, int]
+
+
+def message_id(msg: Msg) -> str | None:
+    """The publisher's `Nats-Msg-Id`: the name one check, snapshot or change carries through every log."""
+    return (msg.headers or {}).get("Nats-Msg-Id")
+
+
+def delivery_of(msg: Msg) -> Delivery:
+    metadata = msg.metadata
+    return (metadata.stream, metadata.sequence.stream, metadata.num_delivered or 1)
+
 
 class Settler:
-    """Settles messages of one durable consumer."""
+    """Settles messages of one durable consumer, remembering which deliveries it settled."""
 
     def __init__(self, js: JetStreamContext, topology: Topology, consumer: Consumer) -> None:
         self._js = js
         self._topology = topology
         self._consumer = consumer
+        self._settled: set[Delivery] = set()
+        # Exported at 0 from the start, so that an alert on increase() sees the first one.
+        for counter in (MESSAGES_HANDLED, MESSAGES_RETRIED, MESSAGES_DEAD_LETTERED):
+            counter.labels(consumer.durable)
+
+    def settled(self, msg: Msg) -> bool:
+        return delivery_of(msg) in self._settled
+
+    def forget(self, msgs: list[Msg]) -> None:
+        """Drop what is remembered of these deliveries once their batch is over."""
+        self._settled.difference_update(delivery_of(msg) for msg in msgs)
+
+    async def ack(self, msg: Msg) -> None:
+        """Acknowledge `msg`: its effects are done."""
+        await msg.ack()
+        self._settled.add(delivery_of(msg))
+        MESSAGES_HANDLED.labels(self._consumer.durable).inc()
 
     async def fail(self, msg: Msg, error: BaseException, *, transient: bool) -> None:
         delivered = msg.metadata.num_delivered or 1
@@ -65,19 +96,21 @@ class Settler:
                 "message failed, will retry",
                 consumer=self._consumer.durable,
                 subject=msg.subject,
+                msg_id=message_id(msg),
                 delivery=delivered,
                 retry_in=decision.delay,
                 error=describe(error),
             )
             await msg.nak(delay=decision.delay)
+            self._settled.add(delivery_of(msg))
+            MESSAGES_RETRIED.labels(self._consumer.durable).inc()
             return
         await self.dead_letter(msg, f"{decision.reason}: {describe(error)}")
 
     async def fail_unsettled(self, msg: Msg, error: BaseException) -> None:
         """After a bug in a handler: retry `msg` like a transient failure unless the handler settled it
         already, so it reaches the dead-letter stream after max_deliver instead of bouncing forever."""
-        # nats-py marks a message acked, NAKed or terminated only in this private flag.
-        if not msg._ackd:
+        if not self.settled(msg):
             await self.fail(msg, error, transient=True)
 
     async def decode(self, msg: Msg, kind: type[E]) -> E | None:
@@ -106,10 +139,13 @@ class Settler:
             headers={"Nats-Msg-Id": msg_id},
         )
         await msg.term()
+        self._settled.add(delivery_of(msg))
+        MESSAGES_DEAD_LETTERED.labels(self._consumer.durable).inc()
         log.error(
             "message dead-lettered",
             consumer=self._consumer.durable,
             subject=msg.subject,
+            msg_id=message_id(msg),
             deliveries=delivered,
             error=error,
         )

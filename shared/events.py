@@ -86,6 +86,9 @@ class SectionChange(Event, frozen=True, kw_only=True):
     old_open_seats: int
     old_instructors: tuple[str, ...]
     state: SectionState
+    # When the snapshot that saw the change was taken (the start of "seat open → email" latency);
+    # 0 from publishers that predate the field.
+    scraped_at: float = 0.0
 
 
 class SectionLive(Event, frozen=True, kw_only=True):

@@ -1,31 +1,41 @@
 """Wiring shared by the consumer services (scraper, detector, notifier): one pull loop on the service's
 durable consumer (bound, never declared: `shared.setup` owns declarations), a batch per fetch handed to
-the service's handler, which settles every message itself.
+the service's handler, which settles every message itself through its `Settler`; and the health server
+(`/healthz`, `/readyz`, `/metrics` on HEALTH_PORT) with the consumer's lag polled into the metrics.
 
-The loop is nats-py's `fetch` with a fixed wait, on purpose: FastStream 0.7.8's batch pull
-(`PullSub(batch=True)`) left about 5% of messages unprocessed until their ack wait expired under a trickle
-of traffic (reproduced: 190 of 200 handled), which would delay an opening by the whole ack wait.
+The loop is nats-py's `fetch` with a fixed wait, on purpose: FastStream (0.7.8, the newest on PyPI when
+re-tested) drops the messages it has fetched when its subscriber stops, so every stop or scale-down
+strands a few for the whole ack wait; this loop finishes the batch in hand first. The README's
+"FastStream" section has the numbers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+import asyncpg
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from shared.delivery import Settler
+from shared.failures import explain
+from shared.health import HealthServer, Readiness, consumer_check, nats_check
 from shared.logging import configure_logging
 from shared.messaging import connect_nats
+from shared.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERED, HANDLER_SECONDS
 from shared.settings import Settings, SettingsError, load_settings
 from shared.streams import Consumer, Topology
 
@@ -33,15 +43,31 @@ log = structlog.get_logger()
 
 # How long one fetch waits for messages: also how long a stop request may wait for the loop to notice.
 FETCH_WAIT_SECONDS = 1.0
+# How often the consumer's lag is read into the metrics.
+LAG_POLL_SECONDS = 5.0
 
 
 class BatchHandler(Protocol):
+    # The handler settles through this; the loop asks it what a crashed handler left unsettled.
+    settler: Settler
+
     async def handle(self, msgs: list[Msg]) -> None: ...
 
     async def close(self) -> None: ...
 
 
-HandlerFactory = Callable[[Settings, Topology, Consumer, Client], Awaitable[BatchHandler]]
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a handler factory gets: it registers its own readiness checks (e.g. its database)."""
+
+    settings: Settings
+    topology: Topology
+    consumer: Consumer
+    nc: Client
+    readiness: Readiness
+
+
+HandlerFactory = Callable[[ServiceContext], Awaitable[BatchHandler]]
 
 
 class MissingConsumer(RuntimeError):
@@ -77,7 +103,8 @@ async def consume(
 ) -> None:
     """Fetch and handle batches until `stop` is set; the batch in hand is finished first."""
     subscription = await js.pull_subscribe_bind(consumer.durable, consumer.stream)
-    settler = Settler(js, topology, consumer)
+    settler = handler.settler
+    seconds = HANDLER_SECONDS.labels(consumer.durable)
     try:
         while not stop.is_set():
             try:
@@ -87,14 +114,39 @@ async def consume(
                 continue
             except ConnectionClosedError:
                 break
+            if not msgs:
+                continue
+            started = time.perf_counter()
             try:
                 await handler.handle(msgs)
             except Exception as exc:
                 log.exception("handler crashed", consumer=consumer.durable)
                 for msg in msgs:
                     await settler.fail_unsettled(msg, exc)
+            finally:
+                seconds.observe(time.perf_counter() - started)
+                settler.forget(msgs)
     finally:
         await subscription.unsubscribe()
+
+
+async def read_lag(js: JetStreamContext, consumer: Consumer) -> None:
+    """Copy the server's view of the consumer (backlog, in flight, redelivered) into the metrics."""
+    try:
+        info = await js.consumer_info(consumer.stream, consumer.durable, timeout=2)
+    except (NatsError, TimeoutError) as exc:
+        log.debug("consumer lag unavailable", consumer=consumer.durable, error=str(exc))
+        return
+    CONSUMER_PENDING.labels(consumer.durable).set(info.num_pending or 0)
+    CONSUMER_ACK_PENDING.labels(consumer.durable).set(info.num_ack_pending or 0)
+    CONSUMER_REDELIVERED.labels(consumer.durable).set(info.num_redelivered or 0)
+
+
+async def poll_lag(js: JetStreamContext, consumer: Consumer, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await read_lag(js, consumer)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=LAG_POLL_SECONDS)
 
 
 async def serve(
@@ -113,18 +165,28 @@ async def serve(
     nc = await connect_nats(settings.nats_url, f"pmc-{service}")
     try:
         consumer = await live_consumer(nc, consumer_of(topology))
-        handler = await make_handler(settings, topology, consumer, nc)
+        readiness = Readiness()
+        readiness.add("nats", nats_check(nc))
+        readiness.add("consumer", consumer_check(nc, consumer))
+        handler = await make_handler(ServiceContext(settings, topology, consumer, nc, readiness))
+        health = HealthServer(readiness, settings.health_port)
+        health.start()
+        lag = asyncio.create_task(poll_lag(nc.jetstream(), consumer, stop))
         log.info(
             "service started",
             consumer=consumer.durable,
             stream=consumer.stream,
             ack_wait=consumer.ack_wait,
             max_deliver=consumer.max_deliver,
+            health_port=health.port,
         )
         try:
             await consume(nc.jetstream(), topology, consumer, handler, stop, batch_size=batch_size)
         finally:
+            stop.set()
+            await lag
             await handler.close()
+            await health.stop()
     finally:
         await nc.drain()
 
@@ -147,7 +209,7 @@ def run(
     except (MissingConsumer, SettingsError) as exc:
         log.error("cannot start", error=str(exc))
         sys.exit(1)
-    except OSError as exc:
-        log.error("service failed", error=str(exc) or type(exc).__name__)
+    except (OSError, asyncpg.PostgresError, NatsError) as exc:
+        log.error("service failed", error=explain(exc, database_url=settings.database_url))
         sys.exit(1)
     log.info("service stopped")

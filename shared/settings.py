@@ -64,6 +64,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str = "pmc"
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+    # The workers (scheduler, scraper, detector, notifier) serve /healthz, /readyz and /metrics here;
+    # 0: any free port.
+    health_port: int = 9100
+    # For `pmc status`: the services' readiness URLs, `name=url` separated by commas (make run writes them).
+    health_urls: str = ""
+    # Copies of each JetStream stream: 1 on a single server, 3 on a clustered NATS.
+    nats_stream_replicas: int = 1
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={_shown(name, getattr(self, name))!r}" for name in self.__struct_fields__)
@@ -79,7 +86,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.secret_key
 
 
-_INT_FIELDS = {"check_interval_seconds", "gateway_port"}
+_INT_FIELDS = {"check_interval_seconds", "gateway_port", "health_port", "nats_stream_replicas"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +114,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(f"invalid setting: {exc}") from None
     if settings.check_interval_seconds < 1:
         raise SettingsError("CHECK_INTERVAL_SECONDS must be at least 1")
+    if not 0 <= settings.health_port <= 65535:
+        raise SettingsError("HEALTH_PORT must be a TCP port (0 to 65535)")
+    if settings.nats_stream_replicas not in (1, 3, 5):
+        raise SettingsError(
+            "NATS_STREAM_REPLICAS must be 1, 3 or 5 (JetStream wants an odd number of copies)"
+        )
     if settings.email_backend == "resend" and not settings.resend_api_key:
         raise SettingsError("EMAIL_BACKEND=resend needs RESEND_API_KEY")
     return settings

@@ -27,7 +27,10 @@ async def setup(settings: Settings) -> list[str]:
         await conn.close()
     nc = await connect_nats(settings.nats_url, "pmc-setup")
     try:
-        await declare(nc.jetstream(), Topology(settings.namespace, settings.check_interval_seconds))
+        topology = Topology(
+            settings.namespace, settings.check_interval_seconds, settings.nats_stream_replicas
+        )
+        await declare(nc.jetstream(), topology)
     finally:
         await nc.close()
     return applied

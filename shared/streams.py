@@ -55,6 +55,7 @@ class Stream:
     retention: RetentionPolicy
     max_age: float
     duplicate_window: float
+    replicas: int = 1
 
     def config(self) -> StreamConfig:
         return StreamConfig(
@@ -64,6 +65,7 @@ class Stream:
             storage=StorageType.FILE,
             max_age=self.max_age,
             duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
         )
 
 
@@ -73,6 +75,7 @@ class Topology:
 
     namespace: str = "pmc"
     check_interval_seconds: int = 300
+    stream_replicas: int = 1
     streams: tuple[Stream, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +94,7 @@ class Topology:
                     retention=RetentionPolicy.WORK_QUEUE,
                     max_age=cycle_age,
                     duplicate_window=check_dedup,
+                    replicas=self.stream_replicas,
                 ),
                 Stream(
                     name=self.snapshots_stream,
@@ -98,6 +102,7 @@ class Topology:
                     retention=RetentionPolicy.WORK_QUEUE,
                     max_age=cycle_age,
                     duplicate_window=check_dedup,
+                    replicas=self.stream_replicas,
                 ),
                 Stream(
                     name=self.changes_stream,
@@ -105,6 +110,7 @@ class Topology:
                     retention=RetentionPolicy.LIMITS,
                     max_age=7 * 24 * hour,
                     duplicate_window=30 * 60.0,
+                    replicas=self.stream_replicas,
                 ),
                 Stream(
                     name=self.dead_stream,
@@ -112,6 +118,7 @@ class Topology:
                     retention=RetentionPolicy.LIMITS,
                     max_age=14 * 24 * hour,
                     duplicate_window=120.0,
+                    replicas=self.stream_replicas,
                 ),
             ),
         )

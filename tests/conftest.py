@@ -3,6 +3,7 @@ the session gets its own database. So tests pass while `make run` is up on the s
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -30,11 +31,28 @@ def plain_logs() -> None:
     configure_logging(Settings(), "tests")
 
 
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening) for the duration of a test."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def servers() -> Iterator[Servers]:
+def servers(request: pytest.FixtureRequest) -> Iterator[Servers]:
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+
+    def say(line: str) -> None:
+        # Shown as it happens: starting embedded servers takes seconds the first time.
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"pickmyclass tests: {line}")
+
     with ExitStack() as stack:
         try:
-            found = find_servers(stack)
+            found = find_servers(stack, say)
         except RuntimeError as exc:
             pytest.fail(str(exc), pytrace=False)
         yield found
@@ -69,7 +87,7 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def db(db_pool: asyncpg.Pool) -> asyncpg.Pool:
     """The session database, emptied before the test."""
     await db_pool.execute(
-        "TRUNCATE app_user, watch, section, section_missing, notification, outbox_email"
+        "TRUNCATE app_user, watch, section, section_missing, notification, outbox_email, scheduler_cycle"
         " RESTART IDENTITY CASCADE"
     )
     return db_pool

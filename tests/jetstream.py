@@ -33,7 +33,7 @@ def lose_ack(msg: Msg) -> Msg:
     """As if the worker died right after its effects and before its ack reached the server."""
 
     async def lost() -> None:
-        msg._ackd = True
+        pass
 
     msg.ack = lost  # type: ignore[method-assign]
     return msg

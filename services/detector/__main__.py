@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from nats.aio.client import Client
-
 from services.detector.handlers import Detector
 from shared.db import create_pool
-from shared.service import run
-from shared.settings import Settings
-from shared.streams import Consumer, Topology
+from shared.health import postgres_check
+from shared.service import ServiceContext, run
 
 BATCH_SIZE = 100
 
 
-async def make_detector(settings: Settings, topology: Topology, consumer: Consumer, nc: Client) -> Detector:
-    return Detector(await create_pool(settings.database_url, max_size=4), nc, topology, consumer)
+async def make_detector(ctx: ServiceContext) -> Detector:
+    pool = await create_pool(ctx.settings.database_url, max_size=4)
+    ctx.readiness.add("postgres", postgres_check(pool))
+    return Detector(pool, ctx.nc, ctx.topology, ctx.consumer)
 
 
 def main() -> None:

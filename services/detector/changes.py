@@ -19,7 +19,12 @@ class Previous(NamedTuple):
 
 
 def detect(
-    previous: Previous | None, current: SectionState, change_key: str, now: float
+    previous: Previous | None,
+    current: SectionState,
+    change_key: str,
+    now: float,
+    *,
+    scraped_at: float | None = None,
 ) -> list[SectionChange]:
     if previous is None:
         return []
@@ -33,6 +38,7 @@ def detect(
             old_open_seats=previous.open_seats,
             old_instructors=previous.instructors,
             state=current,
+            scraped_at=now if scraped_at is None else scraped_at,
         )
 
     if previous.open_seats == 0 and current.open_seats > 0:

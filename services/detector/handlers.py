@@ -15,6 +15,7 @@ from services.detector.store import apply_snapshots, record_missing
 from shared.delivery import Settler
 from shared.events import SectionLive, SectionNotFound, SectionSnapshot, encode
 from shared.messaging import Outgoing, publish_all
+from shared.metrics import CHANGES_DETECTED
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
@@ -28,7 +29,7 @@ class Detector:
         self._nc = nc
         self._js = nc.jetstream()
         self._topology = topology
-        self._settler = Settler(self._js, topology, consumer or topology.detector)
+        self.settler = Settler(self._js, topology, consumer or topology.detector)
 
     async def handle(self, msgs: list[Msg]) -> None:
         found: list[SectionSnapshot] = []
@@ -36,11 +37,11 @@ class Detector:
         readable: list[Msg] = []
         for msg in msgs:
             if msg.subject == self._topology.snapshot_missing_subject:
-                if (gone := await self._settler.decode(msg, SectionNotFound)) is None:
+                if (gone := await self.settler.decode(msg, SectionNotFound)) is None:
                     continue
                 missing.append(gone)
             else:
-                if (seen := await self._settler.decode(msg, SectionSnapshot)) is None:
+                if (seen := await self.settler.decode(msg, SectionSnapshot)) is None:
                     continue
                 found.append(seen)
             readable.append(msg)
@@ -48,10 +49,10 @@ class Detector:
             await self._process(found, missing)
         except (asyncpg.PostgresError, OSError, NatsError, TimeoutError) as exc:
             for msg in readable:
-                await self._settler.fail(msg, exc, transient=True)
+                await self.settler.fail(msg, exc, transient=True)
             return
         for msg in readable:
-            await msg.ack()
+            await self.settler.ack(msg)
 
     async def _process(self, found: list[SectionSnapshot], missing: list[SectionNotFound]) -> None:
         now = time.time()
@@ -65,7 +66,13 @@ class Detector:
             changes = [
                 change
                 for item in applied
-                for change in detect(item.previous, item.snapshot.state, item.snapshot.snapshot_id, now)
+                for change in detect(
+                    item.previous,
+                    item.snapshot.state,
+                    item.snapshot.snapshot_id,
+                    now,
+                    scraped_at=item.snapshot.scraped_at,
+                )
             ]
             await publish_all(
                 self._js,
@@ -95,8 +102,10 @@ class Detector:
             live = SectionLive(checked_at=now, state=None, term=term, class_nbr=class_nbr, found=False)
             await self._nc.publish(self._topology.live_section_subject(term, class_nbr), encode(live))
         for change in changes:
+            CHANGES_DETECTED.labels(change.kind).inc()
             log.info(
                 "change detected",
+                change_key=change.change_key,
                 kind=change.kind,
                 term=change.state.term,
                 class_nbr=change.state.class_nbr,

@@ -10,6 +10,7 @@ import structlog
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, ping_interval: float = 15.0) -> Litestar:
         live.events,
         health.healthz,
         health.readyz,
+        PrometheusController,
         pages.index,
         pages.terms,
         unsubscribe.unsubscribe_page,
@@ -84,6 +86,10 @@ def create_app(settings: Settings, *, ping_interval: float = 15.0) -> Litestar:
             "user_id": Provide(current_user_id),
         },
         before_request=require_json,
+        # Request counts and latencies by route template (never by raw path: ids would explode the labels).
+        middleware=[
+            PrometheusConfig(app_name="pmc_gateway", group_path=True, exclude=["/metrics"]).middleware
+        ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=[lifespan],
         logging_config=None,

@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 
 from services.gateway.sections import live_event
 from shared.events import SectionLive, WatchesChanged, decode
+from shared.metrics import SSE_CONNECTIONS
 from shared.streams import Topology
 
 log = structlog.get_logger()
@@ -78,6 +79,7 @@ class LiveHub:
     def open(self, user_id: int, sections: frozenset[SectionKey]) -> LiveStream:
         stream = LiveStream(user_id, self.queue_size)
         self._by_user[user_id].add(stream)
+        SSE_CONNECTIONS.inc()
         self.set_sections(stream, sections)
         return stream
 
@@ -89,9 +91,13 @@ class LiveHub:
         stream.sections = sections
 
     def close(self, stream: LiveStream) -> None:
-        """Forget a stream (synchronous, so it completes even inside a cancelled scope)."""
+        """Forget a stream (synchronous, so it completes even inside a cancelled scope); closing it again
+        does nothing."""
+        if stream not in self._by_user.get(stream.user_id, set()):
+            return
         self.set_sections(stream, frozenset())
         self._discard(self._by_user, stream.user_id, stream)
+        SSE_CONNECTIONS.dec()
 
     def close_streams(self) -> None:
         """End every open stream, e.g. at shutdown, so the server need not wait for the clients."""

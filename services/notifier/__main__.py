@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from nats.aio.client import Client
-
 from services.notifier.backends import create_backend
 from services.notifier.handlers import Notifier
 from shared.db import create_pool
-from shared.service import run
-from shared.settings import Settings
-from shared.streams import Consumer, Topology
+from shared.health import postgres_check
+from shared.service import ServiceContext, run
 
 BATCH_SIZE = 50
 
 
-async def make_notifier(settings: Settings, topology: Topology, consumer: Consumer, nc: Client) -> Notifier:
+async def make_notifier(ctx: ServiceContext) -> Notifier:
+    settings = ctx.settings
     pool = await create_pool(settings.database_url, max_size=4)
-    return Notifier(pool, create_backend(settings, pool), nc.jetstream(), topology, consumer, settings)
+    ctx.readiness.add("postgres", postgres_check(pool))
+    return Notifier(
+        pool, create_backend(settings, pool), ctx.nc.jetstream(), ctx.topology, ctx.consumer, settings
+    )
 
 
 def main() -> None:

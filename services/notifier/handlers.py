@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 
@@ -18,6 +19,7 @@ from services.notifier.recipients import eligible_watchers
 from shared.db import Pool
 from shared.delivery import Settler
 from shared.events import SectionChange
+from shared.metrics import EMAILS_FAILED, EMAILS_SENT, OPEN_TO_EMAIL_SECONDS
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
@@ -42,17 +44,22 @@ class Notifier:
     ) -> None:
         self._pool = pool
         self._backend = backend
-        self._settler = Settler(js, topology, consumer)
+        self.settler = Settler(js, topology, consumer)
         self._lease = consumer.ack_wait / 2
         self._site_url = settings.site_url
         self._secret = settings.require_secret_key()
         self._sender = settings.email_from
+        # Exported at 0 from the start, so that an alert on increase() sees the first failure.
+        for kind in EMAILED_KINDS:
+            EMAILS_SENT.labels(kind)
+            for reason in ("refused", "transient"):
+                EMAILS_FAILED.labels(kind, reason)
 
     async def handle(self, msgs: list[Msg]) -> None:
         changes: list[SectionChange] = []
         readable: list[Msg] = []
         for msg in msgs:
-            if (change := await self._settler.decode(msg, SectionChange)) is None:
+            if (change := await self.settler.decode(msg, SectionChange)) is None:
                 continue
             changes.append(change)
             readable.append(msg)
@@ -67,10 +74,10 @@ class Notifier:
             await self.notify(changes, still_working)
         except (TransientSendError, ClaimsPending, asyncpg.PostgresError, OSError) as exc:
             for msg in readable:
-                await self._settler.fail(msg, exc, transient=True)
+                await self.settler.fail(msg, exc, transient=True)
             return
         for msg in readable:
-            await msg.ack()
+            await self.settler.ack(msg)
 
     async def notify(self, changes: list[SectionChange], still_working: Heartbeat) -> int:
         """Send what these changes call for and nobody has sent yet; returns the number of emails sent.
@@ -104,6 +111,7 @@ class Notifier:
         if notices:
             log.info(
                 "notifications sent",
+                change_keys=sorted({change.change_key for change in emailed}),
                 changes=len(emailed),
                 eligible=len(notices),
                 sent=sent,
@@ -143,13 +151,24 @@ class Notifier:
             )
             for notice in notices
         ]
-        provider_ids = await self._backend.send_batch(emails, idempotency_key(emails))
+        try:
+            provider_ids = await self._backend.send_batch(emails, idempotency_key(emails))
+        except TransientSendError:
+            for notice in notices:
+                EMAILS_FAILED.labels(notice.change.kind, "transient").inc()
+            raise
+        accepted = time.time()
+        for notice in notices:
+            EMAILS_SENT.labels(notice.change.kind).inc()
+            if notice.change.kind == "seat_opened" and notice.change.scraped_at:
+                OPEN_TO_EMAIL_SECONDS.observe(max(0.0, accepted - notice.change.scraped_at))
         await mark_sent(
             self._pool, [(notice.key, pid) for notice, pid in zip(notices, provider_ids, strict=True)]
         )
 
     async def _refused(self, notice: Notice, error: PermanentSendError) -> None:
         await reject_address(self._pool, notice.recipient.user_id)
+        EMAILS_FAILED.labels(notice.change.kind, "refused").inc()
         log.error(
             "address refused by the email provider; no more email to it",
             user_id=notice.recipient.user_id,

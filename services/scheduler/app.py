@@ -12,12 +12,24 @@ import structlog
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from services.scheduler.cycles import record_cycle
 from services.scheduler.due import check_messages, seconds_until_next_window
 from services.scheduler.sections import watched_sections
+from shared.freshness import freshness
 from shared.messaging import publish_all
+from shared.metrics import (
+    CHECKS_PUBLISHED,
+    FRESHNESS_SECONDS,
+    SCHEDULER_CYCLE_SECONDS,
+    SCHEDULER_LAST_CYCLE,
+    WATCHED_SECTIONS,
+)
 from shared.streams import Topology
 
 log = structlog.get_logger()
+
+# How often the freshness gauges are refreshed between cycles.
+FRESHNESS_POLL_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,9 @@ class Scheduler:
         sections = await watched_sections(self._pool)
         acks = await publish_all(self._js, check_messages(self._topology, sections, window, now))
         duplicates = sum(1 for ack in acks if ack.duplicate)
+        CHECKS_PUBLISHED.inc(len(acks) - duplicates)
+        SCHEDULER_CYCLE_SECONDS.observe(time.monotonic() - started)
+        SCHEDULER_LAST_CYCLE.set(now)
         result = CycleResult(
             window=window,
             sections=len(sections),
@@ -49,6 +64,7 @@ class Scheduler:
             duplicates=duplicates,
             seconds=round(time.monotonic() - started, 3),
         )
+        await record_cycle(self._pool, window, result.sections, result.published, result.duplicates)
         log.info(
             "check cycle published",
             window=result.window,
@@ -58,6 +74,23 @@ class Scheduler:
             seconds=result.seconds,
         )
         return result
+
+    async def measure_freshness(self) -> None:
+        state = await freshness(self._pool)
+        WATCHED_SECTIONS.labels("checked").set(state.checked)
+        WATCHED_SECTIONS.labels("unchecked").set(state.unchecked)
+        FRESHNESS_SECONDS.labels("oldest").set(state.oldest or 0.0)
+        FRESHNESS_SECONDS.labels("median").set(state.median or 0.0)
+
+    async def watch_freshness(self, stop: asyncio.Event) -> None:
+        """Keep the freshness gauges current, also between cycles (an hour-long interval is possible)."""
+        while not stop.is_set():
+            try:
+                await self.measure_freshness()
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("freshness unavailable", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=FRESHNESS_POLL_SECONDS)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """A cycle now, then one at the start of each window, aligned to the wall clock so that replicas

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from nats.aio.client import Client
-
 from services.scraper.catalog import CatalogClient
 from services.scraper.handlers import Scraper
-from shared.service import run
-from shared.settings import Settings
-from shared.streams import Consumer, Topology
+from shared.service import ServiceContext, run
 
 # Checks fetched per pull and looked up concurrently: bounded so one replica is polite to the catalog.
 CONCURRENCY = 16
 
 
-async def make_scraper(settings: Settings, topology: Topology, consumer: Consumer, nc: Client) -> Scraper:
-    catalog = CatalogClient(settings.asu_api_url, max_connections=CONCURRENCY)
-    return Scraper(catalog, nc.jetstream(), topology, consumer)
+async def make_scraper(ctx: ServiceContext) -> Scraper:
+    catalog = CatalogClient(ctx.settings.asu_api_url, max_connections=CONCURRENCY)
+    return Scraper(catalog, ctx.nc.jetstream(), ctx.topology, ctx.consumer)
 
 
 def main() -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 import httpx
 import structlog
+
+from shared.metrics import SOURCE_REQUEST_SECONDS, SOURCE_REQUESTS
 
 log = structlog.get_logger()
 
@@ -50,18 +53,26 @@ class CatalogClient:
         """The raw class-search answer for one class number; parse it with `parser.find_section`."""
         url = f"{self._base_url}/search/classes"
         params = {**_FIXED_QUERY, "term": term, "classNbr": class_nbr}
+        started = time.perf_counter()
         try:
             response = await self._http.get(url, params=params)
         except httpx.TimeoutException as exc:
+            SOURCE_REQUESTS.labels("timeout").inc()
             raise TransientCatalogError(f"class search timed out for {term}/{class_nbr}") from exc
         except httpx.TransportError as exc:
+            SOURCE_REQUESTS.labels("unreachable").inc()
             raise TransientCatalogError(f"class search unreachable: {type(exc).__name__}: {exc}") from exc
+        finally:
+            SOURCE_REQUEST_SECONDS.observe(time.perf_counter() - started)
         status = response.status_code
         if status == 429 or status >= 500:
+            SOURCE_REQUESTS.labels("http_429" if status == 429 else "http_5xx").inc()
             log.warning("catalog.transient_status", status=status, term=term, class_nbr=class_nbr)
             raise TransientCatalogError(f"class search answered {status} for {term}/{class_nbr}")
         if not response.is_success:
+            SOURCE_REQUESTS.labels("http_4xx").inc()
             raise PermanentCatalogError(f"class search answered {status} for {term}/{class_nbr}")
+        # Answered requests are counted by what they said (ok, not_found, bad_shape) once parsed.
         return response.content
 
     async def aclose(self) -> None:

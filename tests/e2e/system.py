@@ -21,6 +21,7 @@ from shared.streams import Topology
 from tests.infra import REPO
 
 SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
+WORKERS = ("scheduler", "scraper", "detector", "notifier")
 TERM = "2271"
 T = TypeVar("T")
 
@@ -44,6 +45,8 @@ class System:
     logs: Path
     gateway_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Each worker's /healthz, /readyz and /metrics.
+    health_urls: dict[str, str] = field(default_factory=dict)
 
     def run_setup(self) -> None:
         result = subprocess.run(
@@ -53,9 +56,15 @@ class System:
             raise AssertionError(f"setup failed: {result.stderr.decode()[-2000:]}")
 
     def start(self, name: str) -> None:
+        env = dict(self.env)
+        if name in WORKERS:
+            # A restarted worker keeps its port, so a test can keep asking the same URL.
+            port = self.health_urls.get(name, f"http://127.0.0.1:{free_port()}").rsplit(":", 1)[1]
+            self.health_urls[name] = f"http://127.0.0.1:{port}"
+            env["HEALTH_PORT"] = port
         log = (self.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env, stdout=log, stderr=log
         )
 
     def kill(self, name: str) -> None:
@@ -91,13 +100,15 @@ class System:
         async def ready() -> bool:
             if self.crashed():
                 raise AssertionError(f"{self.crashed()} exited during start-up\n{self.log_tails()}")
+            urls = [self.gateway_url, *(self.health_urls[name] for name in self.processes if name in WORKERS)]
             try:
                 async with httpx.AsyncClient() as client:
-                    return (await client.get(f"{self.gateway_url}/readyz")).status_code == 200
+                    answers = [await client.get(f"{url}/readyz") for url in urls]
             except httpx.HTTPError:
                 return False
+            return all(answer.status_code == 200 for answer in answers)
 
-        await eventually(ready, "the gateway to be ready", within=60)
+        await eventually(ready, "every service to be ready", within=60)
 
 
 def system_env(

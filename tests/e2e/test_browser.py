@@ -13,12 +13,13 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright, expect
 
+from devtools.prepare_tests import APT_INSTALL
+from devtools.prepare_tests import chromium as find_chromium
 from shared.tokens import UNSUBSCRIBE, sign
 from tests.e2e.system import TERM, World, add_section, change_section
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -104,13 +105,15 @@ class Student:
 
 @pytest.fixture(scope="module")
 def chromium() -> Path:
-    """The browser, which the run cannot download here: Debian's package. Missing is a failure, not a skip."""
-    if not CHROMIUM.exists():
+    """The browser, which the run cannot download here: Debian's package (`make test` installs it as root).
+    Missing is a failure, not a skip."""
+    found = find_chromium()
+    if found is None:
         pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's Chromium (apt-get install -y chromium)",
+            f"Chromium is missing: the browser tests need it; `sudo {APT_INSTALL}` (or set CHROMIUM_PATH)",
             pytrace=False,
         )
-    return CHROMIUM
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import asyncpg
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools import resend_fake
 from shared.messaging import connect_nats
@@ -234,3 +235,64 @@ async def _sent(world: World, address: str) -> bool:
     finally:
         await conn.close()
     return bool(sent)
+
+
+async def metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` with these labels that the service at `url` exports now."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{url}/metrics")
+    assert response.status_code == 200
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
+    )
+
+
+async def test_one_opening_is_counted_by_every_service_and_followed_through_their_logs(world: World) -> None:
+    health = world.system.health_urls
+    await add_section(world, "70003")
+    dana = await student(world, "dana@asu.test")
+    live = LiveStream(dana)
+    try:
+        await live.opened()
+        assert await metric(world.system.gateway_url, "pmc_sse_connections") >= 1
+        await watch(dana, "70003")
+        await eventually(lambda: seen(dana, "70003"), "the section's first check")
+        await change_section(world, "70003", enrl_tot=99)
+        await eventually(lambda: emails_to(world, "dana@asu.test"), "the seat email")
+    finally:
+        await live.close()
+        await dana.aclose()
+
+    assert await metric(health["scraper"], "pmc_source_requests_total", outcome="ok") >= 2
+    assert await metric(health["detector"], "pmc_changes_detected_total", kind="seat_opened") >= 1
+    assert await metric(health["notifier"], "pmc_emails_sent_total", kind="seat_opened") >= 1
+    assert await metric(health["notifier"], "pmc_open_to_email_seconds_count") >= 1
+    assert await metric(
+        health["notifier"], "pmc_messages_handled_total", consumer=world.topology.notifier.durable
+    )
+    assert await metric(health["scheduler"], "pmc_watched_sections", state="checked") >= 1
+    assert await metric(world.system.gateway_url, "litestar_requests_total", path="/api/v1/watches") >= 1
+
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        change_key = await conn.fetchval(
+            "SELECT n.change_key FROM notification n JOIN watch w ON w.id = n.watch_id"
+            " WHERE w.class_nbr = '70003' AND n.kind = 'seat_opened'"
+        )
+    finally:
+        await conn.close()
+    # One grep for the opening's name finds its line in each service that handled it.
+    for service, event in (
+        ("scraper", "section checked"),
+        ("detector", "change detected"),
+        ("notifier", "notifications sent"),
+    ):
+        lines = [
+            json.loads(line)
+            for line in (world.system.logs / f"{service}.log").read_text().splitlines()
+            if change_key in line
+        ]
+        assert any(line["event"] == event for line in lines), f"{change_key} not in the {service} log"

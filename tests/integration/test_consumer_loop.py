@@ -6,6 +6,7 @@ import random
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from shared.delivery import Settler
 from shared.events import DeadLetter
 from shared.service import consume
 from shared.streams import Topology
@@ -13,7 +14,8 @@ from tests.jetstream import quick_redelivery, stream_events
 
 
 class Recorder:
-    def __init__(self, expected: int) -> None:
+    def __init__(self, settler: Settler, expected: int) -> None:
+        self.settler = settler
         self.seen: set[bytes] = set()
         self.expected = expected
         self.done = asyncio.Event()
@@ -21,7 +23,7 @@ class Recorder:
     async def handle(self, msgs: list[Msg]) -> None:
         for msg in msgs:
             self.seen.add(msg.data)
-            await msg.ack()
+            await self.settler.ack(msg)
         if len(self.seen) >= self.expected:
             self.done.set()
 
@@ -30,6 +32,9 @@ class Recorder:
 
 
 class Crashing:
+    def __init__(self, settler: Settler) -> None:
+        self.settler = settler
+
     async def handle(self, msgs: list[Msg]) -> None:
         raise RuntimeError("bug in handler")
 
@@ -41,7 +46,7 @@ async def test_a_trickle_of_messages_is_handled_without_waiting_for_redelivery(
     js: JetStreamContext, topology: Topology
 ) -> None:
     consumer = topology.detector
-    recorder = Recorder(expected=60)
+    recorder = Recorder(Settler(js, topology, consumer), expected=60)
     stop = asyncio.Event()
     loop = asyncio.create_task(consume(js, topology, consumer, recorder, stop, batch_size=16))
     rng = random.Random(4)
@@ -64,7 +69,9 @@ async def test_a_crashing_handler_retries_and_then_dead_letters(
     consumer = await quick_redelivery(js, topology, topology.detector)
     dead = await js.subscribe(topology.dead_subject("detector"))
     stop = asyncio.Event()
-    loop = asyncio.create_task(consume(js, topology, consumer, Crashing(), stop, batch_size=4))
+    loop = asyncio.create_task(
+        consume(js, topology, consumer, Crashing(Settler(js, topology, consumer)), stop, batch_size=4)
+    )
     await js.publish(topology.snapshot_found_subject, b"anything")
     letter = await dead.next_msg(timeout=15)
     stop.set()

@@ -175,3 +175,35 @@ def test_taken_port_fails_fast_and_names_the_port(data_dir: Path) -> None:
         with pytest.raises(EmbeddedError, match=rf"port {port} .*postgres.*--postgres-port"):
             stack.start()
     assert stack.pids == {}
+
+
+def private_folder() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="pmc-private-"))
+    assert path.stat().st_mode & 0o777 == 0o700
+    return path
+
+
+async def test_root_in_a_private_folder_keeps_postgres_data_where_its_user_can_reach_it() -> None:
+    """`PMC_EMBEDDED=1 make run` as root in a `mktemp -d` clone: PostgreSQL's unprivileged user cannot
+    enter the checkout, so its data lives in a folder of the checkout's own outside it, across restarts."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs PostgreSQL as another user")
+    private = private_folder()
+    stack = make_stack(private / "embedded", free_ports(4))
+    try:
+        for _ in range(2):
+            with stack as servers:
+                conn = await asyncpg.connect(admin_url(servers))
+                try:
+                    await conn.execute("CREATE TABLE IF NOT EXISTS kept (n int)")
+                    await conn.execute("INSERT INTO kept VALUES (1)")
+                    kept = await conn.fetchval("SELECT count(*) FROM kept")
+                finally:
+                    await conn.close()
+        assert kept == 2
+        outside = (private / "embedded" / "postgres").resolve()
+        assert not outside.is_relative_to(private)
+        assert (outside / "PG_VERSION").is_file()
+    finally:
+        shutil.rmtree((private / "embedded" / "postgres").resolve().parent, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)

@@ -1,11 +1,15 @@
-"""Offline structural checks of the deployment files: Dockerfile, compose.yaml and deploy/k8s.
+"""Offline checks of the development deployment files: compose.yaml and the Dockerfile, and the settings'
+documentation. (The Kubernetes manifests: test_manifests.py.)
 
-No Docker, kubectl or cluster needed. Names that also live in code (environment variables, streams,
-durable consumers, service modules) are checked against the code, the one source of truth.
+No Docker needed. compose.yaml is validated against the Compose Specification's JSON schema (vendored
+in check-jsonschema); names that also live in code (settings, service modules) are checked against the
+code, the one source of truth.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -14,71 +18,54 @@ from typing import Any
 import pytest
 import yaml
 
+try:
+    import jsonschema
+except ImportError as exc:  # pragma: no cover - a broken environment
+    raise ImportError(
+        f"{exc.name} is missing: install the development tools (`make install`, pyproject's dev extra)"
+    ) from exc
+
 from shared.settings import Settings
 from shared.streams import Topology
 
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
 
-DOCUMENTED_ENV = frozenset(
-    {
-        "NATS_URL",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "ASU_API_URL",
-        "EMAIL_BACKEND",
-        "RESEND_API_KEY",
-        "RESEND_API_URL",
-        "EMAIL_FROM",
-        "CHECK_INTERVAL_SECONDS",
-        "GATEWAY_PORT",
-        "SITE_URL",
-        "SECRET_KEY",
-        "NAMESPACE",
-        "LOG_FORMAT",
-        "LOG_LEVEL",
-    }
-)
-SECRET_ENV = frozenset({"DATABASE_URL", "RESEND_API_KEY", "SECRET_KEY"})
 SERVICES = ("scheduler", "scraper", "detector", "notifier", "gateway")
+WORKERS = ("scheduler", "scraper", "detector", "notifier")
+INFRA = ("nats", "postgres", "redis", "setup", "catalog-sim")
+# Host ports of the workers' HEALTH_PORT (compose header, README).
+HEALTH_HOST_PORTS = {"scheduler": 9101, "scraper": 9102, "detector": 9103, "notifier": 9104}
+CONTAINER_HEALTH_PORT = 9100
 TOPOLOGY = Topology("pmc")
-# KEDA-scaled Deployment -> the durable consumer it drains.
-SCALED = {"pmc-scraper": TOPOLOGY.scraper, "pmc-notifier": TOPOLOGY.notifier}
-
 
 Doc = dict[str, Any]
 
 
-@cache
-def yaml_docs(path: Path) -> tuple[Doc, ...]:
-    with path.open(encoding="utf-8") as fh:
-        return tuple(doc for doc in yaml.safe_load_all(fh) if doc is not None)
-
-
-@cache
-def kustomization() -> Doc:
-    (doc,) = yaml_docs(K8S / "kustomization.yaml")
-    return doc
-
-
-@cache
-def k8s_objects() -> tuple[Doc, ...]:
-    """Every object of the kustomization's resources (what `kubectl kustomize` would render)."""
-    return tuple(doc for name in kustomization()["resources"] for doc in yaml_docs(K8S / name))
-
-
-def of_kind(kind: str) -> list[Doc]:
-    return [doc for doc in k8s_objects() if doc["kind"] == kind]
-
-
-def by_name(kind: str) -> dict[str, Doc]:
-    return {doc["metadata"]["name"]: doc for doc in of_kind(kind)}
+def settings_env() -> frozenset[str]:
+    return frozenset(name.upper() for name in Settings.__struct_fields__)
 
 
 @cache
 def compose() -> Doc:
-    (doc,) = yaml_docs(ROOT / "compose.yaml")
+    with (ROOT / "compose.yaml").open(encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh)
+    assert isinstance(doc, dict)
     return doc
+
+
+def services() -> dict[str, Doc]:
+    found: dict[str, Doc] = compose()["services"]
+    return found
+
+
+def compose_header() -> str:
+    lines = (ROOT / "compose.yaml").read_text(encoding="utf-8").splitlines()
+    header = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    return "\n".join(header)
 
 
 def module_of(command: list[str]) -> str:
@@ -91,191 +78,152 @@ def module_exists(module: str) -> bool:
     return (path / "__main__.py").is_file() or path.with_suffix(".py").is_file()
 
 
-def workload_pods() -> list[tuple[str, Doc]]:
-    return [
-        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
-        for doc in of_kind("Deployment") + of_kind("Job")
-    ]
+def published(port: str) -> tuple[str, str, str]:
+    """(host address, host port with its ${...:-default}, container port) of a short port syntax."""
+    match = re.fullmatch(r"(127\.0\.0\.1):(\$\{[A-Z_]+:-\d+\}|\d+):(\d+)", port)
+    assert match, f"publish as 127.0.0.1:<host>:<container>, got {port!r}"
+    return match.group(1), match.group(2), match.group(3)
 
 
-# -- the documented variables ---------------------------------------------------------------------------
+def default_of(host_port: str) -> int:
+    return int(host_port.rsplit("-", 1)[-1].rstrip("}")) if host_port.startswith("${") else int(host_port)
 
 
-def test_documented_env_matches_settings() -> None:
-    assert {name.upper() for name in Settings.__struct_fields__} == DOCUMENTED_ENV
+# -- settings are documented ----------------------------------------------------------------------------
 
 
-# -- every YAML file parses -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "path",
-    [ROOT / "compose.yaml", *sorted(K8S.rglob("*.yaml"))],
-    ids=lambda p: str(p.relative_to(ROOT)),
-)
-def test_yaml_parses(path: Path) -> None:
-    docs = yaml_docs(path)
-    assert docs, f"{path} is empty"
-    for doc in docs:
-        assert isinstance(doc, dict)
-
-
-# -- kustomize base -------------------------------------------------------------------------------------
-
-
-def test_kustomization_resources() -> None:
-    kust = kustomization()
-    assert kust["namespace"] == "pickmyclass"
-    resources = kust["resources"]
-    assert len(resources) == len(set(resources))
-    for name in resources:
-        assert (K8S / name).is_file(), name
-    assert "secret.example.yaml" not in resources, "the Secret is a template, never applied by the base"
-    assert (K8S / "secret.example.yaml").is_file()
-    assert not of_kind("Secret"), "no Secret in the base"
-    assert (K8S / "README.md").is_file()
-
-
-def test_deployments_run_the_five_services() -> None:
-    deployments = by_name("Deployment")
-    assert set(deployments) == {f"pmc-{name}" for name in SERVICES}
-    for name, dep in deployments.items():
-        (container,) = dep["spec"]["template"]["spec"]["containers"]
-        module = module_of(container["command"])
-        assert module == f"services.{name.removeprefix('pmc-')}"
-        assert (ROOT / "services" / module.split(".")[1] / "__main__.py").is_file(), module
-        labels = dep["spec"]["template"]["metadata"]["labels"]
-        assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
-
-
-def test_setup_job_runs_shared_setup() -> None:
-    (job,) = of_kind("Job")
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    assert module_of(container["command"]) == "shared.setup"
-    assert module_exists("shared.setup")
-    assert job["spec"]["template"]["spec"]["restartPolicy"] in {"Never", "OnFailure"}
-
-
-def test_env_is_documented_and_secrets_stay_secret() -> None:
-    (config,) = of_kind("ConfigMap")
-    config_keys = set(config["data"])
-    (secret,) = yaml_docs(K8S / "secret.example.yaml")
-    assert secret["kind"] == "Secret"
-    secret_keys = set(secret["stringData"])
-    assert config_keys <= DOCUMENTED_ENV
-    assert secret_keys <= DOCUMENTED_ENV
-    assert not config_keys & SECRET_ENV, "secrets belong in the Secret, not the ConfigMap"
-    assert config_keys | secret_keys == DOCUMENTED_ENV, "every setting is configured somewhere"
-    assert config["data"]["LOG_FORMAT"] == "json"
-    assert config["data"]["NAMESPACE"] == TOPOLOGY.namespace
-    for name, pod in workload_pods():
-        for container in pod["containers"]:
-            inline = {env["name"] for env in container.get("env", [])}
-            assert inline <= DOCUMENTED_ENV, (name, inline - DOCUMENTED_ENV)
-            refs = {
-                (kind, source[kind]["name"])
-                for source in container["envFrom"]
-                for kind in ("configMapRef", "secretRef")
-                if kind in source
-            }
-            assert refs == {
-                ("configMapRef", config["metadata"]["name"]),
-                ("secretRef", secret["metadata"]["name"]),
-            }
-
-
-def test_pods_are_locked_down_and_sized() -> None:
-    for name, pod in workload_pods():
-        assert pod["securityContext"]["runAsNonRoot"] is True, name
-        assert pod.get("automountServiceAccountToken") is False, name
-        for container in pod["containers"]:
-            assert container["image"] == "pickmyclass", name  # rewritten by kustomize `images:`
-            ctx = container["securityContext"]
-            assert ctx["readOnlyRootFilesystem"] is True, name
-            assert ctx["allowPrivilegeEscalation"] is False, name
-            assert ctx["capabilities"]["drop"] == ["ALL"], name
-            for kind in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(container["resources"][kind]), (name, kind)
-
-
-def test_grace_periods_allow_draining() -> None:
-    deployments = by_name("Deployment")
-    for name in ("pmc-scraper", "pmc-notifier"):
-        assert deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
-
-
-def test_gateway_probes_service_and_pdb() -> None:
-    gateway = by_name("Deployment")["pmc-gateway"]
-    (container,) = gateway["spec"]["template"]["spec"]["containers"]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
-    (config,) = of_kind("ConfigMap")
-    assert str(port) == config["data"]["GATEWAY_PORT"]
-    labels = gateway["spec"]["template"]["metadata"]["labels"]
-    (service,) = of_kind("Service")
-    assert service["spec"]["selector"].items() <= labels.items()
-    assert service["spec"]["ports"][0]["targetPort"] in {"http", port}
-    (pdb,) = of_kind("PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-
-
-def test_keda_scaledobjects_match_topology() -> None:
-    scaled = by_name("ScaledObject")
-    deployments = by_name("Deployment")
-    targets = {obj["spec"]["scaleTargetRef"]["name"]: obj for obj in scaled.values()}
-    assert set(targets) == set(SCALED)
-    for target, obj in targets.items():
-        assert "replicas" not in deployments[target]["spec"], f"KEDA owns {target}'s replica count"
-        (trigger,) = obj["spec"]["triggers"]
-        assert trigger["type"] == "nats-jetstream"
-        meta = trigger["metadata"]
-        assert all(isinstance(value, str) for value in meta.values()), "KEDA metadata values are strings"
-        consumer = SCALED[target]
-        assert meta["stream"] == consumer.stream
-        assert meta["consumer"] == consumer.durable
-        assert meta["account"] == "$G"
-        assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
-        for key in ("lagThreshold", "activationLagThreshold"):
-            assert int(meta[key]) >= 0
-        assert 0 <= obj["spec"]["minReplicaCount"] <= obj["spec"]["maxReplicaCount"]
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", readme, re.MULTILINE))
+    missing = settings_env() - documented
+    assert not missing, f"README.md's configuration table lacks {sorted(missing)}"
 
 
 # -- compose --------------------------------------------------------------------------------------------
 
 
+def test_compose_matches_the_compose_specification() -> None:
+    try:
+        vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    except ModuleNotFoundError:
+        pytest.fail("check-jsonschema is missing (its vendored Compose schema): install the dev extra")
+    schema = json.loads((vendor / "compose-spec.json").read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [
+        f"{'.'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+        for error in validator.iter_errors(compose())
+    ]
+    assert not errors, "compose.yaml:\n" + "\n".join(errors)
+
+
 def test_compose_commands_and_env() -> None:
-    services = compose()["services"]
+    svcs = services()
     for name in SERVICES:
-        assert module_of(services[name]["command"]) == f"services.{name}"
-    for name, svc in services.items():
+        assert module_of(svcs[name]["command"]) == f"services.{name}"
+    assert module_of(svcs["setup"]["command"]) == "shared.setup"
+    for name, svc in svcs.items():
         command = svc.get("command")
         if command and command[0] == "python":
-            module = module_of(command)
-            assert module_exists(module), f"compose service {name}: no module {module}"
-        if "build" not in svc:
-            continue  # third-party images (postgres, ...) have their own variables
-        env = svc.get("environment", {})
-        assert set(env) <= DOCUMENTED_ENV, (name, set(env) - DOCUMENTED_ENV)
-    assert module_of(services["setup"]["command"]) == "shared.setup"
-    assert services["setup"]["environment"]["NAMESPACE"] == TOPOLOGY.namespace
+            assert module_exists(module_of(command)), f"compose service {name}: no module {command[2]}"
+        if svc.get("build", {}).get("target") != "runtime":
+            continue  # third-party images and the dev fakes have their own options
+        env = svc["environment"]
+        assert set(env) <= settings_env(), (name, set(env) - settings_env())
+        assert env["NAMESPACE"] == TOPOLOGY.namespace
+        # Explicit, never inferred from RESEND_API_KEY: outbox unless the developer asks for resend.
+        assert env["EMAIL_BACKEND"] == "${EMAIL_BACKEND:-outbox}"
+        assert env["HEALTH_PORT"] == str(CONTAINER_HEALTH_PORT)
+        assert env["NATS_STREAM_REPLICAS"] == "1", "one NATS server in compose"
+
+
+def enabled(profiles: set[str]) -> set[str]:
+    """Services in the model with these profiles active (no `profiles:` = always)."""
+    return {
+        name for name, svc in services().items() if not svc.get("profiles") or profiles & set(svc["profiles"])
+    }
+
+
+def startable(profiles: set[str], targets: set[str]) -> None:
+    """`docker compose [--profile ...] up [targets]` resolves: every dependency is in the model."""
+    # Naming a service on the command line activates its profiles.
+    active = profiles | {p for name in targets for p in services()[name].get("profiles", [])}
+    model = enabled(active)
+    todo, seen = list(targets or model), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        assert name in model, f"profiles {sorted(active)}: {name} is needed but not enabled"
+        todo += list(services()[name].get("depends_on", {}))
+
+
+def test_compose_profiles() -> None:
+    svcs = services()
+    assert enabled(set()) == set(), "plain `docker compose up` starts nothing: a profile says what"
+    assert enabled({"infra"}) == set(INFRA)
+    assert enabled({"all"}) == set(INFRA) | set(SERVICES)
+    assert enabled({"all", "resend"}) == set(INFRA) | set(SERVICES) | {"resend-fake"}
+    for name in SERVICES:
+        assert name in svcs[name]["profiles"], f"{name} has its own profile"
+        assert "infra" not in svcs[name]["profiles"]
+    startable({"infra"}, set())
+    startable({"all"}, set())
+    startable({"all", "resend"}, set())
+    for name in SERVICES:
+        startable(set(), {name})  # `docker compose up scraper`
+        startable({"infra", name}, set())  # `docker compose --profile infra --profile scraper up`
 
 
 def test_compose_ordering_and_exposure() -> None:
-    services = compose()["services"]
+    svcs = services()
     for name in SERVICES:
-        deps = services[name]["depends_on"]
+        deps = svcs[name]["depends_on"]
         assert deps["setup"]["condition"] == "service_completed_successfully", name
-        assert services[name]["build"]["target"] == "runtime", name
-    for name in ("nats", "postgres", "redis"):
-        assert "healthcheck" in services[name], name
-    for port in services["nats"]["ports"]:
-        if str(port).endswith(":8222"):
-            assert str(port).startswith("127.0.0.1:"), "NATS monitoring must not be exposed"
+        assert svcs[name]["build"]["target"] == "runtime", name
+    assert svcs["setup"]["build"]["target"] == "runtime"
+    for name in ("nats", "postgres", "redis", *SERVICES):
+        assert "healthcheck" in svcs[name], name
     for name in ("catalog-sim", "resend-fake"):
-        assert services[name]["build"]["target"] == "dev"
-    assert "resend-fake" in [n for n, s in services.items() if s.get("profiles")]
-    assert services["setup"]["environment"]["EMAIL_BACKEND"].startswith("${EMAIL_BACKEND:-outbox")
+        assert svcs[name]["build"]["target"] == "dev"
+    for svc in svcs.values():
+        for port in svc.get("ports", []):
+            published(str(port))  # every published port is bound to 127.0.0.1
+    nats_ports = {published(str(port))[2]: published(str(port))[1] for port in svcs["nats"]["ports"]}
+    assert "8222" in nats_ports, "NATS monitoring on 127.0.0.1:8222"
+    for name in ("scraper", "notifier"):
+        assert svcs[name]["stop_grace_period"] == "60s", name
+
+
+def test_compose_health_ports() -> None:
+    svcs = services()
+    for name, host_port in HEALTH_HOST_PORTS.items():
+        ports = [published(str(port)) for port in svcs[name]["ports"]]
+        assert [(default_of(host), int(container)) for _, host, container in ports] == [
+            (host_port, CONTAINER_HEALTH_PORT)
+        ], name
+        check = " ".join(svcs[name]["healthcheck"]["test"])
+        assert f"http://127.0.0.1:{CONTAINER_HEALTH_PORT}/readyz" in check, name
+    gateway = [published(str(port)) for port in svcs["gateway"]["ports"]]
+    assert [(default_of(host), int(container)) for _, host, container in gateway] == [(8000, 8000)]
+    assert "http://127.0.0.1:8000/readyz" in " ".join(svcs["gateway"]["healthcheck"]["test"])
+
+
+def test_compose_header_is_accurate() -> None:
+    header = compose_header()
+    profiles = {p for svc in services().values() for p in svc.get("profiles", [])}
+    for profile in profiles - set(SERVICES):
+        assert f"--profile {profile}" in header, f"the header does not show the {profile} profile"
+    for name, port in HEALTH_HOST_PORTS.items():
+        assert re.search(rf"{name}\s+:{port}\b", header), f"the header does not list {name}'s :{port}"
+    assert "127.0.0.1:8222" in header
+    for svc in services().values():
+        for port in svc.get("ports", []):
+            variable = re.match(r"\$\{([A-Z_]+):-", published(str(port))[1])
+            if variable:
+                assert variable.group(1) in header, f"the header does not name {variable.group(1)}"
+    for command in re.findall(r"python -m (\S+)", header):
+        assert module_exists(command), f"the header runs a missing module {command}"
 
 
 # -- Dockerfile -----------------------------------------------------------------------------------------
@@ -333,3 +281,11 @@ def test_dockerfile_production_stage_has_no_devtools() -> None:
 def test_dev_stage_carries_devtools() -> None:
     stages = dict(dockerfile_stages())
     assert any("devtools" in instruction for instruction in stages["dev"] if instruction.startswith("COPY"))
+
+
+@pytest.mark.parametrize("path", [ROOT / "compose.yaml", *sorted((ROOT / "deploy").rglob("*.yaml"))])
+def test_yaml_parses(path: Path) -> None:
+    with path.open(encoding="utf-8") as fh:
+        docs = [doc for doc in yaml.safe_load_all(fh) if doc is not None]
+    assert docs, f"{path} is empty"
+    assert all(isinstance(doc, dict) for doc in docs), path

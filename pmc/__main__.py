@@ -1,0 +1,3 @@
+from pmc.cli import run
+
+raise SystemExit(run())

@@ -1,0 +1,93 @@
+"""Every Prometheus metric of PickMyClass, defined once (prometheus-client, the process's default registry).
+
+Each service exports the ones it moves on `GET /metrics` (workers on HEALTH_PORT, the gateway on its own
+port). The Grafana dashboard and the alerts in `deploy/k8s` use exactly these names; `docs/runbook.md` says
+what each means for an operator.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Per durable consumer (label `consumer`: pmc-scraper, pmc-detector, pmc-notifier).
+MESSAGES_HANDLED = Counter(
+    "pmc_messages_handled", "Messages acknowledged after their effects were done.", ["consumer"]
+)
+MESSAGES_RETRIED = Counter(
+    "pmc_messages_retried", "Messages NAKed with a delay after a transient failure.", ["consumer"]
+)
+MESSAGES_DEAD_LETTERED = Counter(
+    "pmc_messages_dead_lettered", "Messages copied to the dead-letter stream and terminated.", ["consumer"]
+)
+HANDLER_SECONDS = Histogram(
+    "pmc_handler_seconds",
+    "Time to handle one fetched batch.",
+    ["consumer"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CONSUMER_PENDING = Gauge(
+    "pmc_consumer_pending", "JetStream num_pending: messages not yet delivered (the backlog).", ["consumer"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "pmc_consumer_ack_pending", "JetStream num_ack_pending: delivered, not yet acknowledged.", ["consumer"]
+)
+CONSUMER_REDELIVERED = Gauge(
+    "pmc_consumer_redelivered", "JetStream num_redelivered: messages delivered more than once.", ["consumer"]
+)
+
+# Scheduler.
+CHECKS_PUBLISHED = Counter(
+    "pmc_checks_published", "Check events stored in the checks stream (not duplicates)."
+)
+SCHEDULER_CYCLE_SECONDS = Histogram(
+    "pmc_scheduler_cycle_seconds",
+    "Time to plan and publish one check cycle.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SCHEDULER_LAST_CYCLE = Gauge(
+    "pmc_scheduler_last_cycle_timestamp_seconds", "Unix time of the last check cycle that published."
+)
+FRESHNESS_SECONDS = Gauge(
+    "pmc_freshness_seconds", "Age of the stored state of watched sections (stat: oldest, median).", ["stat"]
+)
+WATCHED_SECTIONS = Gauge(
+    "pmc_watched_sections",
+    "Watched sections, by whether a state is stored yet (checked, unchecked).",
+    ["state"],
+)
+
+# Scraper: the class search.
+SOURCE_REQUESTS = Counter(
+    "pmc_source_requests",
+    "Requests to the class search by outcome: ok, not_found, bad_shape (an answer the parser does not know),"
+    " http_429, http_4xx, http_5xx, timeout, unreachable.",
+    ["outcome"],
+)
+SOURCE_REQUEST_SECONDS = Histogram(
+    "pmc_source_request_seconds",
+    "Time of one class-search request.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15),
+)
+
+# Detector.
+CHANGES_DETECTED = Counter(
+    "pmc_changes_detected",
+    "Changes detected, by kind (a redelivered snapshot counts again; JetStream stores its change once).",
+    ["kind"],
+)
+
+# Notifier.
+EMAILS_SENT = Counter("pmc_emails_sent", "Emails the provider accepted, by kind.", ["kind"])
+EMAILS_FAILED = Counter(
+    "pmc_emails_failed",
+    "Emails not accepted, by kind and reason (refused: the address; transient: retried later).",
+    ["kind", "reason"],
+)
+OPEN_TO_EMAIL_SECONDS = Histogram(
+    "pmc_open_to_email_seconds",
+    "From the snapshot that saw a seat open (scraped_at) to the provider accepting its email.",
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+
+# Gateway.
+SSE_CONNECTIONS = Gauge("pmc_sse_connections", "Open live-update (SSE) streams.")
