@@ -43,6 +43,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools import resend_fake
 from devtools.catalog_sim.app import API_PREFIX
 from devtools.net import answers, free_port
 from services.scheduler.app import CycleResult, Scheduler
@@ -56,6 +57,7 @@ from shared.streams import Consumer, Topology
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 TERM = "2271"
 # The production default, so the streams are declared exactly as in production. No scheduler process
 # runs (the bench drives cycles itself), so the interval only numbers windows.
@@ -72,6 +74,11 @@ PROGRESS_SECONDS = 5.0
 QUIET_SECONDS = 5.0
 STOP_SECONDS = 15.0
 START_SECONDS = 30.0
+# Emails the provider accepted, whichever backend: the notifier records each acceptance on its claim.
+SENT_EMAILS = "SELECT count(*) FROM notification WHERE sent_at IS NOT NULL"
+MAX_EMAILS_PER_CALL = 100
+# The provider-ceiling phase: enough emails for 40 full provider calls (20 s at Resend's default limit).
+CEILING_EMAILS = 4000
 # The scheduler's only query per cycle is `WATCHED_SECTIONS` (services/scheduler/sections.py).
 SCHEDULER_QUERIES_PER_CYCLE = 1
 _SETTING_VARIABLES = frozenset(name.upper() for name in Settings.__struct_fields__)
@@ -88,6 +95,8 @@ class Options:
     watchers_per_section: int
     open_fraction: float
     scrapers: int
+    # Requests per second the Resend fake allows (its ceiling is this times 100 emails); 0: the outbox.
+    provider_rps: int
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -96,6 +105,12 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--watchers-per-section", type=int, default=4)
     parser.add_argument("--open-fraction", type=float, default=0.1, help="share of sections that open")
     parser.add_argument("--scrapers", type=int, default=2, help="scraper replicas")
+    parser.add_argument(
+        "--provider-rps",
+        type=int,
+        default=2,
+        help="the Resend fake allows this many requests/s (Resend's default: 2); 0: emails to the outbox",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.sections <= MAX_SECTIONS:
         parser.error(f"--sections must be 1 to {MAX_SECTIONS}")
@@ -103,7 +118,11 @@ def parse_options(argv: list[str] | None = None) -> Options:
         parser.error("--watchers-per-section and --scrapers must be at least 1")
     if not 0 < args.open_fraction <= 1:
         parser.error("--open-fraction must be in (0, 1]")
-    return Options(args.sections, args.watchers_per_section, args.open_fraction, args.scrapers)
+    if args.provider_rps < 0:
+        parser.error("--provider-rps must be 0 or more")
+    return Options(
+        args.sections, args.watchers_per_section, args.open_fraction, args.scrapers, args.provider_rps
+    )
 
 
 def say(line: str) -> None:
@@ -210,6 +229,12 @@ class Processes:
             parts.append(f"--- {path} ---\n" + "\n".join(tail))
         return "\n".join(parts)
 
+    async def stop(self, name: str) -> None:
+        process = self.running.pop(name)
+        with suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), STOP_SECONDS)
+
     async def stop_all(self) -> None:
         """SIGTERM everything (newest first), wait, and kill what does not stop in time."""
         for process in reversed(self.running.values()):
@@ -287,8 +312,8 @@ async def seed_watchers(pool: asyncpg.Pool, class_nbrs: list[str], per_section: 
     users = max(per_section, math.ceil(len(class_nbrs) * per_section / WATCHES_PER_USER))
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            "INSERT INTO app_user (email, password_hash)"
-            " SELECT 'bench' || n || '@example.edu', '!' FROM generate_series(1, $1::int) AS n"
+            "INSERT INTO app_user (email, password_hash, email_verified)"
+            " SELECT 'bench' || n || '@example.edu', '!', true FROM generate_series(1, $1::int) AS n"
             " RETURNING id",
             users,
         )
@@ -365,15 +390,23 @@ async def run_setup(env: dict[str, str]) -> None:
         raise BenchError(f"python -m shared.setup failed:\n{output.decode(errors='replace')[-2000:]}")
 
 
-def service_env(nats_url: str, database_url: str, namespace: str, asu_api_url: str) -> dict[str, str]:
+def service_env(
+    nats_url: str, database_url: str, redis_url: str, namespace: str, asu_api_url: str, resend_url: str
+) -> dict[str, str]:
     # Inherited settings (a developer's RESEND_API_KEY, GATEWAY_PORT...) must not leak into the bench.
     env = {key: value for key, value in os.environ.items() if key.upper() not in _SETTING_VARIABLES}
+    email = (
+        {"EMAIL_BACKEND": "resend", "RESEND_API_KEY": "re_bench", "RESEND_API_URL": resend_url}
+        if resend_url
+        else {"EMAIL_BACKEND": "outbox"}
+    )
     env.update(
         NATS_URL=nats_url,
         DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
         NAMESPACE=namespace,
         ASU_API_URL=asu_api_url,
-        EMAIL_BACKEND="outbox",
+        **email,
         SECRET_KEY=secrets.token_hex(16),
         CHECK_INTERVAL_SECONDS=str(INTERVAL),
         LOG_LEVEL="warning",
@@ -466,7 +499,7 @@ class Run:
         )
 
     async def emails(self) -> int:
-        return await count(self.world.pool, "SELECT count(*) FROM outbox_email")
+        return await count(self.world.pool, SENT_EMAILS)
 
     async def first_sight(self, pids: dict[str, int]) -> dict[str, Any]:
         say("cycle 1: first sight of every section")
@@ -507,7 +540,7 @@ class Run:
         # The next window: new message ids, so JetStream does not take these checks for cycle 1's.
         cycle = await self.cycle("cycle 2", started_wall + INTERVAL)
         emailed, rechecked = await asyncio.gather(
-            self.poll_count("emails", self.expected_emails, started, "SELECT count(*) FROM outbox_email"),
+            self.poll_count("emails", self.expected_emails, started, SENT_EMAILS),
             self.poll_count(
                 "sections re-checked",
                 self.options.sections,
@@ -517,10 +550,10 @@ class Run:
             ),
         )
         cpu = cpu_usage(cpu_before, sample_cpu(pids))
-        # An outbox row's created_at is when the notifier stored it: sharper than the polling.
+        # A claim's sent_at is when the notifier recorded the provider's acceptance: sharper than polling.
         span = await self.world.pool.fetchrow(
-            "SELECT extract(epoch FROM min(created_at))::float8 AS first,"
-            " extract(epoch FROM max(created_at))::float8 AS last FROM outbox_email"
+            "SELECT extract(epoch FROM min(sent_at))::float8 AS first,"
+            " extract(epoch FROM max(sent_at))::float8 AS last FROM notification WHERE sent_at IS NOT NULL"
         )
         assert span is not None
         first, last = span["first"] - started_wall, span["last"] - started_wall
@@ -534,7 +567,16 @@ class Run:
         if emails != self.expected_emails:
             raise BenchError(f"{emails} emails once drained and quiet, expected {self.expected_emails}")
         say(f"  still exactly {emails} emails {QUIET_SECONDS:.0f} s after the pipeline drained")
+        rps = self.options.provider_rps
+        # N provider calls at `rps` span (N - 1) / rps seconds from the first acceptance to the last.
+        rate = emails / (last - first + (1 / rps if rps else 0.0)) if last > first or rps else 0.0
+        ceiling = rps * MAX_EMAILS_PER_CALL
+        if rps:
+            say(f"  {rate:.1f} emails/s against the provider's ceiling of {ceiling} ({rate / ceiling:.1%})")
         return {
+            "emails_per_s": round(rate, 1),
+            "provider_ceiling_emails_per_s": ceiling,
+            "emails_vs_ceiling": round(rate / ceiling, 3) if ceiling else None,
             "cycle2_enqueue_seconds": cycle.seconds,
             "cycle2_first_email_seconds": round(first, 2),
             "cycle2_last_email_seconds": round(last, 2),
@@ -546,6 +588,55 @@ class Run:
                 await self.world.js.stream_info(self.world.topology.changes_stream)
             ).state.messages,
             "cycle2_cpu_percent": cpu,
+        }
+
+    async def provider_ceiling(self) -> dict[str, Any]:
+        """Emails/s when the notifier has a backlog: the notifier is stopped, a burst of openings piles up
+        in the changes stream, then it starts and drains them at the pace the provider allows."""
+        rps = self.options.provider_rps
+        full = sorted(set(self.class_nbrs) - set(self.opened))
+        wanted = min(len(full), math.ceil(CEILING_EMAILS / self.options.watchers_per_section))
+        if not rps or not wanted:
+            return {}
+        burst = sorted(random.Random(1).sample(full, wanted))
+        expected = len(burst) * self.options.watchers_per_section
+        say(f"provider ceiling: notifier stopped, a seat opens in {len(burst)} more sections")
+        processes, js, topology = self.world.processes, self.world.js, self.world.topology
+        await processes.stop("notifier")
+        await concurrently(
+            "sections opened",
+            [
+                partial(self.world.sim.patch, f"/_sim/sections/{TERM}/{nbr}", json={"enrl_tot": 39})
+                for nbr in burst
+            ],
+        )
+        changes = (await js.stream_info(topology.changes_stream)).state.messages + len(burst)
+        started = time.monotonic()
+        await self.scheduler.run_cycle(time.time() + 2 * INTERVAL)
+
+        async def stored_changes() -> int:
+            return (await js.stream_info(topology.changes_stream)).state.messages
+
+        await poll("changes", stored_changes, changes, started, self.deadline, processes)
+        sent = await self.emails()
+        restarted = time.time()
+        await processes.start("notifier", "services.notifier")
+        await self.poll_count("emails", sent + expected, time.monotonic(), SENT_EMAILS)
+        span = await self.world.pool.fetchrow(
+            "SELECT count(*) AS emails, extract(epoch FROM min(sent_at))::float8 AS first,"
+            " extract(epoch FROM max(sent_at))::float8 AS last FROM notification"
+            " WHERE sent_at >= to_timestamp($1)",
+            restarted,
+        )
+        assert span is not None
+        rate = span["emails"] / (span["last"] - span["first"] + 1 / rps)
+        ceiling = rps * MAX_EMAILS_PER_CALL
+        share = rate / ceiling
+        say(f"  {span['emails']} emails at {rate:.1f}/s against the ceiling of {ceiling}/s ({share:.1%})")
+        return {
+            "ceiling_emails": span["emails"],
+            "ceiling_emails_per_s": round(rate, 1),
+            "ceiling_vs_provider": round(rate / ceiling, 3),
         }
 
     async def counters(self) -> dict[str, Any]:
@@ -571,6 +662,7 @@ async def measure(options: Options, world: World) -> dict[str, Any]:
     pids = {**world.processes.pids(), "bench (scheduler, polling)": os.getpid()}
     result.update(await run.first_sight(pids))
     result.update(await run.openings(pids))
+    result.update(await run.provider_ceiling())
     result.update(await run.counters())
     result["metrics"] = await scrape_metrics(world.processes.metrics_urls)
     return result
@@ -626,6 +718,18 @@ def summary(result: dict[str, Any]) -> str:
         ("cycle 2 first email", f"{result['cycle2_first_email_seconds']:.1f} s"),
         ("cycle 2 last email (end to end)", f"{result['cycle2_last_email_seconds']:.1f} s"),
         ("cycle 2 all sections re-checked", f"{result['cycle2_all_checked_seconds']:.1f} s"),
+        (
+            "backlog emails/s vs the provider's ceiling",
+            f"{result.get('ceiling_emails_per_s')} of {result['provider_ceiling_emails_per_s']}"
+            f" ({result.get('ceiling_vs_provider')})",
+        ),
+        (
+            "cycle 2 emails/s vs the provider's ceiling",
+            f"{result['emails_per_s']} of {result['provider_ceiling_emails_per_s']}"
+            f" ({result['emails_vs_ceiling']})"
+            if result["provider_ceiling_emails_per_s"]
+            else "outbox (no ceiling)",
+        ),
         ("cycle 2 emails/s (cycle start → last)", f"{result['cycle2_emails_per_second']:.1f}"),
         ("cycle 2 emails/s (first → last)", f"{result['cycle2_notifier_emails_per_second']:.1f}"),
         ("emails after quiet period", str(result["cycle2_emails"])),
@@ -668,23 +772,30 @@ async def connect(nats_url: str) -> Client:
 async def bench(options: Options) -> dict[str, Any]:
     nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     require_reachable("NATS", nats_url, "NATS_URL")
     require_reachable("PostgreSQL", server_url, "DATABASE_URL")
+    require_reachable("Redis", redis_url, "REDIS_URL")
     tag = secrets.token_hex(5)
     namespace, database = f"b{tag}", f"pmc_bench_{tag}"
     database_url = with_database(server_url, database)
     topology = Topology(namespace, INTERVAL)
     nc = await connect(nats_url)
     logs = Path(tempfile.mkdtemp(prefix="pmc-bench-"))
-    port = free_port()
+    port, resend_port = free_port(), free_port()
     sim_url = f"http://127.0.0.1:{port}"
-    env = service_env(nats_url, database_url, namespace, f"{sim_url}{API_PREFIX}")
+    resend_url = f"http://127.0.0.1:{resend_port}" if options.provider_rps else ""
+    env = service_env(nats_url, database_url, redis_url, namespace, f"{sim_url}{API_PREFIX}", resend_url)
+    env["RESEND_REQUESTS_PER_SECOND"] = str(options.provider_rps or 1)
     processes = Processes(logs, env)
     say(f"namespace {namespace}, database {database}, process logs in {logs}")
     pool: asyncpg.Pool | None = None
     succeeded = False
     try:
         await processes.start("simulator", "devtools.catalog_sim", "--port", str(port))
+        if resend_url:
+            await processes.start("resend-fake", "devtools.resend_fake", "--port", str(resend_port))
+            await limit_provider(resend_url, options.provider_rps, processes)
         async with httpx.AsyncClient(base_url=sim_url, timeout=30) as sim:
             await wait_simulator(sim, processes)
             await run_setup(env)
@@ -698,6 +809,20 @@ async def bench(options: Options) -> dict[str, Any]:
             shutil.rmtree(logs, ignore_errors=True)
         else:
             say(f"process logs kept in {logs}")
+
+
+async def limit_provider(resend_url: str, per_second: int, processes: Processes) -> None:
+    """The fake allows what Resend allows by default: `per_second` requests, 429 beyond."""
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        processes.check_alive()
+        try:
+            await resend_fake.set_rate_limit(resend_url, per_second)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the Resend fake did not start within {START_SECONDS:.0f} s") from None
+            await asyncio.sleep(POLL_SECONDS)
 
 
 async def clean_up(

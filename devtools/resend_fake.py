@@ -5,8 +5,13 @@ It speaks the wire format the official SDK expects (paths, `Authorization: Beare
 small inspection API under `/_fake/`:
 
 - `GET /_fake/emails`: `{"data": [accepted emails, oldest first], "send_calls": N}`
-- `POST /_fake/reset`: forget emails, idempotency keys and faults
-- `POST /_fake/faults` `{"status": 429, "count": N}`: the next N send calls fail with that status
+- `POST /_fake/reset`: forget emails, idempotency keys, faults, refusals and the rate limit
+- `POST /_fake/faults` `{"status": 429, "count": N}`: the next N send calls fail with that status; 401, 403
+  and 422 are request-level refusals (a bad key, an unverified domain, an invalid `from`), 5xx outages
+- `POST /_fake/refuse` `{"addresses": [...]}`: these recipients are refused (422 naming `emails[i]` in strict
+  batch validation; an `errors` entry with that index in permissive mode, `x-batch-validation: permissive`)
+- `POST /_fake/rate_limit` `{"per_second": 2}`: more send calls than that in any second answer 429 with
+  `retry-after` and `ratelimit-*` headers, as Resend does (0: no limit)
 
 Run `python -m devtools.resend_fake [--port 8025]` and set `RESEND_API_URL=http://127.0.0.1:8025`;
 in tests, `async with serve() as url:` runs it in the current event loop.
@@ -83,6 +88,10 @@ class FakeResend:
     latency_seconds: float = 0.0
     latency_count: int = 0
     in_flight: set[str] = field(default_factory=set)
+    refused: set[str] = field(default_factory=set)
+    per_second: int = 0
+    # Start times of the send calls within the last second, for the rate limit.
+    recent: list[float] = field(default_factory=list)
 
     def reset(self) -> None:
         self.emails.clear()
@@ -90,6 +99,30 @@ class FakeResend:
         self.idempotent.clear()
         self.fault_count = 0
         self.latency_count = 0
+        self.refused.clear()
+        self.per_second = 0
+        self.recent.clear()
+
+    def take_rate(self) -> None:
+        """Resend's per-team limit: a sliding second, answered 429 with the time until a slot frees."""
+        if self.per_second <= 0:
+            return
+        now = time.monotonic()
+        self.recent = [started for started in self.recent if started > now - 1.0]
+        if len(self.recent) >= self.per_second:
+            wait = max(0.001, self.recent[0] + 1.0 - now)
+            raise ResendFault(
+                429,
+                "rate_limit_exceeded",
+                f"Too many requests. You can only make {self.per_second} requests per second.",
+                {
+                    "retry-after": f"{wait:.3f}",
+                    "ratelimit-limit": str(self.per_second),
+                    "ratelimit-remaining": "0",
+                    "ratelimit-reset": f"{wait:.3f}",
+                },
+            )
+        self.recent.append(now)
 
     def check_auth(self, authorization: str | None) -> None:
         if not authorization:
@@ -114,10 +147,21 @@ class FakeResend:
                     "ratelimit-reset": str(_RETRY_AFTER_SECONDS),
                 },
             )
+        if self.fault_status == 401:
+            raise ResendFault(401, "missing_api_key", "Missing API key in the authorization header.")
+        if self.fault_status == 403:
+            raise ResendFault(403, "invalid_api_key", "API key is invalid")
+        if self.fault_status == 422:
+            raise ResendFault(
+                422, "validation_error", "Invalid `from` field. The domain is not verified for this account."
+            )
         raise ResendFault(self.fault_status, "application_error", "An unexpected error occurred.")
 
-    def send(self, path: str, raw: bytes, idempotency_key: str | None, batch: bool) -> Json:
+    def send(
+        self, path: str, raw: bytes, idempotency_key: str | None, batch: bool, permissive: bool = False
+    ) -> Json:
         """Handle one authenticated, counted send call: the response body, or ResendFault."""
+        self.take_rate()
         self.take_fault()
         payload = _parse(raw)
         fingerprint = hashlib.sha256(
@@ -138,14 +182,29 @@ class FakeResend:
                         "Change your idempotency key or payload.",
                     )
                 return remembered.body
-        items = _validate_batch(payload) if batch else [_validate_email(payload, "")]
+        errors: list[Json] = []
+        if batch and permissive:
+            checked = _validate_permissive(payload, errors)
+        else:
+            checked = list(_validate_batch(payload) if batch else [_validate_email(payload, "")])
+        items: list[Json | None] = []
+        for index, item in enumerate(checked):
+            refused = [address for address in item["to"] if address.lower() in self.refused] if item else []
+            if refused:
+                message = f"emails[{index}]: the `to` address {refused[0]} is refused."
+                if not (batch and permissive):
+                    raise ResendFault(422, "validation_error", message)
+                errors.append({"index": index, "message": message})
+                item = None
+            items.append(item)
         accepted = [
             {"id": str(uuid.uuid4()), **item, "idempotency_key": idempotency_key, "created_at": time.time()}
             for item in items
+            if item is not None
         ]
         self.emails.extend(accepted)
         ids = [{"id": email["id"]} for email in accepted]
-        body: Json = {"data": ids} if batch else ids[0]
+        body: Json = ({"data": ids, "errors": errors} if permissive else {"data": ids}) if batch else ids[0]
         if idempotency_key is not None:
             self.idempotent[idempotency_key] = _Remembered(fingerprint, body)
         return body
@@ -165,13 +224,28 @@ class FakeResend:
         if status is None and isinstance(latency_ms, int) and latency_ms >= 0 and isinstance(count, int):
             self.latency_seconds, self.latency_count = latency_ms / 1000, count
             return
-        if status not in (429, 500, 502, 503) or not isinstance(count, int) or count < 0:
+        if status not in (401, 403, 422, 429, 500, 502, 503) or not isinstance(count, int) or count < 0:
             raise ResendFault(
                 422,
                 "validation_error",
-                "faults need status 429, 500, 502 or 503 (or latency_ms alone) and count >= 0",
+                "faults need status 401, 403, 422, 429, 500, 502 or 503 (or latency_ms alone) and count >= 0",
             )
         self.fault_status, self.fault_count = status, count
+
+    def set_refused(self, raw: bytes) -> None:
+        payload = _parse(raw)
+        addresses = payload.get("addresses") if isinstance(payload, dict) else None
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise ResendFault(422, "validation_error", 'refuse needs {"addresses": [strings]}')
+        self.refused = {address.lower() for address in addresses}
+
+    def set_rate_limit(self, raw: bytes) -> None:
+        payload = _parse(raw)
+        per_second = payload.get("per_second") if isinstance(payload, dict) else None
+        if not isinstance(per_second, int) or per_second < 0:
+            raise ResendFault(422, "validation_error", 'rate_limit needs {"per_second": integer >= 0}')
+        self.per_second = per_second
+        self.recent.clear()
 
 
 def _parse(raw: bytes) -> Any:
@@ -196,6 +270,22 @@ def _validate_batch(emails: Any) -> list[Json]:
                 )
         accepted.append(_validate_email(email, prefix))
     return accepted
+
+
+def _validate_permissive(emails: Any, errors: list[Json]) -> list[Json | None]:
+    """Permissive batch validation: an invalid email is reported by index, the others go out."""
+    if not isinstance(emails, list) or not emails:
+        raise ResendFault(422, "validation_error", "The batch must be a non-empty array of emails.")
+    if len(emails) > MAX_BATCH:
+        raise ResendFault(422, "validation_error", f"Too many emails in batch: the maximum is {MAX_BATCH}.")
+    checked: list[Json | None] = []
+    for index, email in enumerate(emails):
+        try:
+            checked.append(_validate_email(email, f"emails[{index}]."))
+        except ResendFault as fault:
+            errors.append({"index": index, "message": fault.message})
+            checked.append(None)
+    return checked
 
 
 def _validate_email(email: Any, prefix: str) -> Json:
@@ -250,7 +340,8 @@ async def _send(request: Request[Any, Any, Any], *, batch: bool) -> Response[Jso
                 await asyncio.sleep(delay)
             finally:
                 fake.in_flight.discard(key or "")
-        body = fake.send(request.url.path, raw, key, batch)
+        permissive = request.headers.get("x-batch-validation", "strict").lower() == "permissive"
+        body = fake.send(request.url.path, raw, key, batch, permissive)
     except ResendFault as fault:
         return fault.response()
     return Response(body, status_code=200)
@@ -287,6 +378,24 @@ async def configure_faults(request: Request[Any, Any, Any]) -> Response[Json]:
     return Response({"ok": True}, status_code=200)
 
 
+@post("/_fake/refuse", status_code=200)
+async def configure_refused(request: Request[Any, Any, Any]) -> Response[Json]:
+    try:
+        _fake(request).set_refused(await request.body())
+    except ResendFault as fault:
+        return fault.response()
+    return Response({"ok": True}, status_code=200)
+
+
+@post("/_fake/rate_limit", status_code=200)
+async def configure_rate_limit(request: Request[Any, Any, Any]) -> Response[Json]:
+    try:
+        _fake(request).set_rate_limit(await request.body())
+    except ResendFault as fault:
+        return fault.response()
+    return Response({"ok": True}, status_code=200)
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Json]:
     name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "application_error")
     return ResendFault(exc.status_code, name, exc.detail).response()
@@ -294,7 +403,15 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Json]
 
 def create_app() -> Litestar:
     app = Litestar(
-        route_handlers=[send_email, send_batch, list_emails, reset_state, configure_faults],
+        route_handlers=[
+            send_email,
+            send_batch,
+            list_emails,
+            reset_state,
+            configure_faults,
+            configure_refused,
+            configure_rate_limit,
+        ],
         exception_handlers={HTTPException: _http_error},
         openapi_config=None,
     )
@@ -376,6 +493,18 @@ async def set_latency(base_url: str, milliseconds: int, count: int = 1) -> None:
     async with httpx.AsyncClient(base_url=base_url) as client:
         response = await client.post("/_fake/faults", json={"latency_ms": milliseconds, "count": count})
         response.raise_for_status()
+
+
+async def refuse(base_url: str, addresses: list[str]) -> None:
+    """The fake refuses these recipients from now on."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        (await client.post("/_fake/refuse", json={"addresses": addresses})).raise_for_status()
+
+
+async def set_rate_limit(base_url: str, per_second: int) -> None:
+    """At most `per_second` send calls in any second; more answer 429 (0: no limit)."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        (await client.post("/_fake/rate_limit", json={"per_second": per_second})).raise_for_status()
 
 
 async def _inspect(base_url: str) -> Json:

@@ -12,6 +12,7 @@ first is and stops.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import secrets
@@ -22,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -50,6 +52,7 @@ SHARED_VARIABLES = (
     "RESEND_API_KEY",
     "RESEND_API_URL",
     "SECRET_KEY",
+    "RESEND_WEBHOOK_SECRET",
     "NAMESPACE",
     "GATEWAY_PORT",
     "SITE_URL",
@@ -86,14 +89,25 @@ def choose_servers(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
     return chosen, embed
 
 
-def secret_key() -> str:
-    """A per-checkout development secret, kept so sessions and unsubscribe links survive restarts."""
-    path = DATA / "secret_key"
+def kept_secret(name: str, make: Callable[[], str]) -> str:
+    """A per-checkout development secret, kept so sessions and signed links survive restarts."""
+    path = DATA / name
     if not path.exists():
         DATA.mkdir(exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        path.touch(mode=0o600)
+        path.write_text(make())
     return path.read_text().strip()
+
+
+def secret_key() -> str:
+    return kept_secret("secret_key", lambda: secrets.token_urlsafe(32))
+
+
+def webhook_secret() -> str:
+    # Svix's form: `whsec_` and base64 of random bytes.
+    return kept_secret(
+        "webhook_secret", lambda: "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    )
 
 
 @dataclass
@@ -158,6 +172,8 @@ def build_env(chosen: dict[str, str], embedded: EmbeddedServers | None) -> dict[
             if url:
                 env[variable] = url
     env.setdefault("SECRET_KEY", secret_key())
+    # So that `python -m devtools.resend_webhooks` can sign test webhooks for this system.
+    env.setdefault("RESEND_WEBHOOK_SECRET", webhook_secret())
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Emails are kept in the development outbox unless a Resend key is given: chosen here, explicitly.
     env.setdefault("EMAIL_BACKEND", "resend" if env.get("RESEND_API_KEY") else "outbox")

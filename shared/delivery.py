@@ -37,7 +37,7 @@ def decide(num_delivered: int, consumer: Consumer, *, transient: bool) -> Retry 
     """What to do with a message whose handling failed on delivery number `num_delivered` (1-based)."""
     if not transient:
         return GiveUp("permanent error")
-    if num_delivered >= consumer.max_deliver:
+    if 0 < consumer.max_deliver <= num_delivered:
         return GiveUp(f"failed on all {consumer.max_deliver} deliveries")
     return Retry(consumer.retry_delay(num_delivered))
 
@@ -88,9 +88,15 @@ class Settler:
         self._settled.add(delivery_of(msg))
         MESSAGES_HANDLED.labels(self._consumer.durable).inc()
 
-    async def fail(self, msg: Msg, error: BaseException, *, transient: bool) -> None:
+    async def fail(
+        self, msg: Msg, error: BaseException, *, transient: bool, at_least: float | None = None
+    ) -> None:
+        """Retry `msg` later (after its consumer's delay for this delivery, or `at_least` if longer), or
+        dead-letter it when that is decided."""
         delivered = msg.metadata.num_delivered or 1
         decision = decide(delivered, self._consumer, transient=transient)
+        if isinstance(decision, Retry) and at_least is not None and at_least > decision.delay:
+            decision = Retry(at_least)
         if isinstance(decision, Retry):
             log.warning(
                 "message failed, will retry",

@@ -11,7 +11,12 @@ import msgspec
 
 SCHEMA_VERSION = 1
 
-ChangeKind = Literal["seat_opened", "seat_filled", "instructor_changed"]
+# seat_opened: 0 → >0 open seats in an active section; seat_filled: >0 → 0; instructor_changed: Staff →
+# named, or the names change; waitlist_opened: a full section's full waitlist gets room; section_cancelled:
+# an active section turns inactive (CLASSSTAT other than A), told once, then no longer checked.
+ChangeKind = Literal[
+    "seat_opened", "seat_filled", "instructor_changed", "waitlist_opened", "section_cancelled"
+]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +94,40 @@ class SectionChange(Event, frozen=True, kw_only=True):
     # When the snapshot that saw the change was taken (the start of "seat open → email" latency);
     # 0 from publishers that predate the field.
     scraped_at: float = 0.0
+
+
+AccountEmailKind = Literal["verify", "reset", "already_registered"]
+
+
+class AccountEmail(Event, frozen=True, kw_only=True):
+    """Gateway → notifier: an account email to send (the notifier is the only sender).
+
+    `nonce` names a single-use token the gateway stored; the notifier signs it with SECRET_KEY into the
+    link, so the stream never holds a usable link on its own. `already_registered` carries no token.
+    """
+
+    kind: AccountEmailKind
+    user_id: int
+    to: str
+    nonce: str = ""
+    expires_at: float = 0.0
+    requested_at: float
+
+
+class ProviderEvent(Event, frozen=True, kw_only=True):
+    """Gateway → notifier: a verified webhook from the email provider (Resend, Svix-signed).
+
+    `svix_id` is the webhook's id (the Nats-Msg-Id, so a replay is stored once); `email_id` is the
+    provider's id of the email (`notification.provider_id`); `bounce_type` is Resend's (`Permanent`,
+    `Transient`, ...) for `email.bounced`.
+    """
+
+    svix_id: str
+    type: str
+    email_id: str
+    to: tuple[str, ...] = ()
+    bounce_type: str = ""
+    created_at: float
 
 
 class SectionLive(Event, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -149,63 +149,76 @@ async def poll_lag(js: JetStreamContext, consumer: Consumer, stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), timeout=LAG_POLL_SECONDS)
 
 
-async def serve(
-    settings: Settings,
-    consumer_of: Callable[[Topology], Consumer],
-    make_handler: HandlerFactory,
-    service: str,
-    *,
-    batch_size: int,
-) -> None:
+@dataclass(frozen=True)
+class Worker:
+    """One durable consumer of a service and the handler of its batches."""
+
+    consumer_of: Callable[[Topology], Consumer]
+    make_handler: HandlerFactory
+    batch_size: int
+
+
+async def serve(settings: Settings, service: str, workers: Sequence[Worker]) -> None:
+    """Every worker's pull loop, side by side, until SIGINT/SIGTERM; each finishes its batch in hand."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     topology = Topology(settings.namespace, settings.check_interval_seconds)
     nc = await connect_nats(settings.nats_url, f"pmc-{service}")
+    handlers: list[BatchHandler] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
-        consumer = await live_consumer(nc, consumer_of(topology))
+        consumers = [await live_consumer(nc, worker.consumer_of(topology)) for worker in workers]
         readiness = Readiness()
         readiness.add("nats", nats_check(nc))
-        readiness.add("consumer", consumer_check(nc, consumer))
-        handler = await make_handler(ServiceContext(settings, topology, consumer, nc, readiness))
+        for consumer in consumers:
+            name = "consumer" if len(consumers) == 1 else f"consumer {consumer.durable}"
+            readiness.add(name, consumer_check(nc, consumer))
+        for worker, consumer in zip(workers, consumers, strict=True):
+            handlers.append(
+                await worker.make_handler(ServiceContext(settings, topology, consumer, nc, readiness))
+            )
         health = HealthServer(readiness, settings.health_port)
         health.start()
-        lag = asyncio.create_task(poll_lag(nc.jetstream(), consumer, stop))
-        log.info(
-            "service started",
-            consumer=consumer.durable,
-            stream=consumer.stream,
-            ack_wait=consumer.ack_wait,
-            max_deliver=consumer.max_deliver,
-            health_port=health.port,
-        )
+        js = nc.jetstream()
+        for worker, consumer, handler in zip(workers, consumers, handlers, strict=True):
+            tasks.append(asyncio.create_task(poll_lag(js, consumer, stop)))
+            tasks.append(
+                asyncio.create_task(
+                    consume(js, topology, consumer, handler, stop, batch_size=worker.batch_size)
+                )
+            )
+            log.info(
+                "consumer started",
+                consumer=consumer.durable,
+                stream=consumer.stream,
+                ack_wait=consumer.ack_wait,
+                max_deliver=consumer.max_deliver,
+            )
+        log.info("service started", health_port=health.port)
         try:
-            await consume(nc.jetstream(), topology, consumer, handler, stop, batch_size=batch_size)
+            # A loop that ends on its own (its connection closed) stops the others too.
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.set()
-            await lag
-            await handler.close()
+            await asyncio.gather(*tasks)
             await health.stop()
     finally:
+        for handler in handlers:
+            await handler.close()
         await nc.drain()
 
 
-def run(
-    service: str,
-    consumer_of: Callable[[Topology], Consumer],
-    make_handler: HandlerFactory,
-    *,
-    batch_size: int,
-) -> None:
-    """Entry point of a consumer service: settings, logging, then the pull loop until SIGINT/SIGTERM."""
+def run(service: str, *workers: Worker) -> None:
+    """Entry point of a consumer service: settings, logging, then the pull loops until SIGINT/SIGTERM."""
     try:
         settings = load_settings()
     except SettingsError as exc:
         sys.exit(f"{service}: {exc}")
     log = configure_logging(settings, service)
     try:
-        asyncio.run(serve(settings, consumer_of, make_handler, service, batch_size=batch_size))
+        asyncio.run(serve(settings, service, workers))
     except (MissingConsumer, SettingsError) as exc:
         log.error("cannot start", error=str(exc))
         sys.exit(1)

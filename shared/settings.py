@@ -16,9 +16,10 @@ import msgspec
 
 DEFAULT_ASU_API_URL = "https://eadvs-cscc-catalog-api.apps.asu.edu/catalog-microservices/api/v1"
 
-EmailBackendName = Literal["resend", "outbox"]
+# "": not chosen; the services that send or show email refuse to start (`require_email_backend`).
+EmailBackendName = Literal["resend", "outbox", ""]
 
-_SECRET_FIELDS = frozenset({"resend_api_key", "secret_key"})
+_SECRET_FIELDS = frozenset({"resend_api_key", "secret_key", "resend_webhook_secret"})
 _URL_FIELDS = frozenset({"nats_url", "database_url", "redis_url"})
 
 
@@ -51,9 +52,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/pickmyclass"
     redis_url: str = "redis://127.0.0.1:6379/0"
     asu_api_url: str = DEFAULT_ASU_API_URL
-    email_backend: EmailBackendName = "outbox"
+    email_backend: EmailBackendName = ""
     resend_api_key: str = ""
     resend_api_url: str = "https://api.resend.com"
+    # One budget for every notifier replica (Resend's default team limit is 2 requests/s).
+    resend_requests_per_second: float = 2.0
+    # Svix signing secret of the Resend webhook (`whsec_...`); without it the webhook endpoint refuses all.
+    resend_webhook_secret: str = ""
     email_from: str = "PickMyClass <alerts@pickmyclass.app>"
     check_interval_seconds: int = 300
     gateway_port: int = 8000
@@ -78,6 +83,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     __str__ = __repr__
 
+    def require_email_backend(self) -> EmailBackendName:
+        if not self.email_backend:
+            raise SettingsError(
+                "no email backend chosen: set RESEND_API_KEY to send through Resend, or EMAIL_BACKEND=outbox "
+                "to keep emails in the database for development (shown at /dev/outbox)"
+            )
+        return self.email_backend
+
     def require_secret_key(self) -> str:
         if len(self.secret_key) < 16:
             raise SettingsError(
@@ -87,6 +100,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _INT_FIELDS = {"check_interval_seconds", "gateway_port", "health_port", "nats_stream_replicas"}
+_FLOAT_FIELDS = {"resend_requests_per_second"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +116,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 values[name] = int(raw)
             except ValueError:
                 raise SettingsError(f"{name.upper()} must be an integer, got {raw!r}") from None
+        elif name in _FLOAT_FIELDS:
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise SettingsError(f"{name.upper()} must be a number, got {raw!r}") from None
         else:
             values[name] = raw
     if "email_backend" not in values and values.get("resend_api_key"):
@@ -112,6 +131,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+    if settings.resend_requests_per_second <= 0:
+        raise SettingsError("RESEND_REQUESTS_PER_SECOND must be more than 0")
     if settings.check_interval_seconds < 1:
         raise SettingsError("CHECK_INTERVAL_SECONDS must be at least 1")
     if not 0 <= settings.health_port <= 65535:

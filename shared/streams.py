@@ -113,6 +113,25 @@ class Topology:
                     replicas=self.stream_replicas,
                 ),
                 Stream(
+                    name=self.account_stream,
+                    subjects=(f"{self.namespace}.account.>",),
+                    retention=RetentionPolicy.LIMITS,
+                    # Account emails are worth sending for a day at most (a reset link lives an hour).
+                    max_age=24 * hour,
+                    duplicate_window=10 * 60.0,
+                    replicas=self.stream_replicas,
+                ),
+                Stream(
+                    name=self.provider_stream,
+                    subjects=(f"{self.namespace}.provider.>",),
+                    retention=RetentionPolicy.LIMITS,
+                    max_age=7 * 24 * hour,
+                    # Longer than the webhook signature's 5-minute tolerance: a replayed webhook that still
+                    # passes the signature check is a duplicate here (its Nats-Msg-Id is its svix id).
+                    duplicate_window=10 * 60.0,
+                    replicas=self.stream_replicas,
+                ),
+                Stream(
                     name=self.dead_stream,
                     subjects=(f"{self.namespace}.dead.>",),
                     retention=RetentionPolicy.LIMITS,
@@ -137,6 +156,14 @@ class Topology:
         return f"{self.namespace.upper()}_CHANGES"
 
     @property
+    def account_stream(self) -> str:
+        return f"{self.namespace.upper()}_ACCOUNT"
+
+    @property
+    def provider_stream(self) -> str:
+        return f"{self.namespace.upper()}_PROVIDER"
+
+    @property
     def dead_stream(self) -> str:
         return f"{self.namespace.upper()}_DEAD"
 
@@ -155,6 +182,13 @@ class Topology:
 
     def change_subject(self, kind: str) -> str:
         return f"{self.namespace}.change.{kind}"
+
+    def account_subject(self, kind: str) -> str:
+        return f"{self.namespace}.account.{kind}"
+
+    def provider_subject(self, event_type: str) -> str:
+        # Resend's types are dotted (`email.bounced`); one token per subject level keeps wildcards simple.
+        return f"{self.namespace}.provider.{event_type.replace('.', '_')}"
 
     def dead_subject(self, consumer: str) -> str:
         return f"{self.namespace}.dead.{consumer}"
@@ -201,8 +235,10 @@ class Topology:
             durable=f"{self.namespace}-notifier",
             filter_subject=f"{self.namespace}.change.>",
             ack_wait=ack_wait,
-            max_deliver=10,
-            retry_delays=(5.0, 15.0, 60.0, 120.0),
+            # Unlimited: a provider outage of any length loses no alert (retries back off to 5 minutes);
+            # only what can never be sent (undecodable) is dead-lettered, at once.
+            max_deliver=-1,
+            retry_delays=(5.0, 15.0, 60.0, 120.0, 300.0),
         )
 
     @property
@@ -210,8 +246,32 @@ class Topology:
         return self.notifier_consumer()
 
     @property
+    def notifier_account(self) -> Consumer:
+        return Consumer(
+            stream=self.account_stream,
+            durable=f"{self.namespace}-notifier-account",
+            filter_subject=f"{self.namespace}.account.>",
+            ack_wait=30.0,
+            # Unlimited: an outage of the provider must not lose a verification email; only what can
+            # never be sent (undecodable) is dead-lettered, at once.
+            max_deliver=-1,
+            retry_delays=(5.0, 15.0, 60.0, 120.0, 300.0),
+        )
+
+    @property
+    def notifier_provider(self) -> Consumer:
+        return Consumer(
+            stream=self.provider_stream,
+            durable=f"{self.namespace}-notifier-provider",
+            filter_subject=f"{self.namespace}.provider.>",
+            ack_wait=30.0,
+            max_deliver=-1,
+            retry_delays=(1.0, 5.0, 15.0, 60.0, 300.0),
+        )
+
+    @property
     def consumers(self) -> tuple[Consumer, ...]:
-        return (self.scraper, self.detector, self.notifier)
+        return (self.scraper, self.detector, self.notifier, self.notifier_account, self.notifier_provider)
 
     def check_msg_id(self, term: str, class_nbr: str, window: int) -> str:
         return f"check:{term}:{class_nbr}:{window}"

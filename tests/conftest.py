@@ -85,11 +85,12 @@ async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def db(db_pool: asyncpg.Pool) -> asyncpg.Pool:
-    """The session database, emptied before the test."""
-    await db_pool.execute(
-        "TRUNCATE app_user, watch, section, section_missing, notification, outbox_email, scheduler_cycle"
-        " RESTART IDENTITY CASCADE"
+    """The session database, emptied before the test (every table the migrations made, but their record)."""
+    tables = await db_pool.fetch(
+        "SELECT quote_ident(tablename) AS name FROM pg_tables"
+        " WHERE schemaname = 'public' AND tablename <> 'schema_migration'"
     )
+    await db_pool.execute(f"TRUNCATE {', '.join(row['name'] for row in tables)} RESTART IDENTITY CASCADE")
     return db_pool
 
 
@@ -107,6 +108,7 @@ def settings(servers: Servers, database_url: str, namespace: str) -> Settings:
         namespace=namespace,
         secret_key=TEST_SECRET,
         check_interval_seconds=60,
+        email_backend="outbox",
         site_url="http://pickmyclass.test",
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.detector.handlers import Detector
 from shared.db import create_pool
 from shared.health import postgres_check
-from shared.service import ServiceContext, run
+from shared.service import ServiceContext, Worker, run
 
 BATCH_SIZE = 100
 
@@ -17,7 +17,7 @@ async def make_detector(ctx: ServiceContext) -> Detector:
 
 
 def main() -> None:
-    run("detector", lambda topology: topology.detector, make_detector, batch_size=BATCH_SIZE)
+    run("detector", Worker(lambda topology: topology.detector, make_detector, BATCH_SIZE))
 
 
 if __name__ == "__main__":

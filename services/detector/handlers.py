@@ -111,6 +111,9 @@ class Detector:
                 class_nbr=change.state.class_nbr,
                 open_seats=change.state.open_seats,
                 old_open_seats=change.old_open_seats,
+                class_status=change.state.class_status,
+                wait_tot=change.state.wait_tot,
+                wait_cap=change.state.wait_cap,
             )
         log.info(
             "snapshots applied",

@@ -45,10 +45,22 @@ ON CONFLICT (term, class_nbr) DO UPDATE SET
                            ELSE s.open_seats END,
     prev_instructors = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_instructors
                             ELSE s.instructors END,
+    prev_class_status = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_class_status
+                             ELSE s.class_status END,
+    prev_wait_cap = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_wait_cap
+                         ELSE s.wait_cap END,
+    prev_wait_tot = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_wait_tot
+                         ELSE s.wait_tot END,
     snapshot_id = EXCLUDED.snapshot_id,
     scraped_at = EXCLUDED.scraped_at
 WHERE EXCLUDED.scraped_at >= s.scraped_at
-RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors
+RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors,
+    -- NULL where the replaced snapshot was stored before migration 0004, or by a detector of the release
+    -- before (a rolling deploy): the current values invent no cancellation or waitlist opening, and leave
+    -- the seat rules as they were.
+    COALESCE(prev_class_status, class_status) AS prev_class_status,
+    COALESCE(prev_wait_cap, wait_cap) AS prev_wait_cap,
+    COALESCE(prev_wait_tot, wait_tot) AS prev_wait_tot
 """
 
 # A miss older than the last sighting is stale and ignored; one miss per section per batch (the newest).
@@ -102,7 +114,13 @@ async def apply_snapshots(conn: Executor, snapshots: list[SectionSnapshot]) -> l
         previous = (
             None
             if row["prev_open_seats"] is None
-            else Previous(row["prev_open_seats"], tuple(row["prev_instructors"] or ()))
+            else Previous(
+                row["prev_open_seats"],
+                tuple(row["prev_instructors"] or ()),
+                row["prev_class_status"],
+                row["prev_wait_cap"],
+                row["prev_wait_tot"],
+            )
         )
         applied.append(Applied(snapshot, previous))
     return applied

@@ -14,7 +14,18 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from services.gateway import auth, health, live, outbox, pages, unsubscribe, watches
+from services.gateway import (
+    accounts,
+    auth,
+    health,
+    live,
+    notifications,
+    outbox,
+    pages,
+    unsubscribe,
+    watches,
+    webhooks,
+)
 from services.gateway.csrf import require_json
 from services.gateway.errors import http_error, internal_error
 from services.gateway.live import LiveHub
@@ -57,9 +68,17 @@ def create_app(settings: Settings, *, ping_interval: float = 15.0) -> Litestar:
         auth.logout,
         auth.me,
         auth.update_me,
+        accounts.verify_email,
+        accounts.reset_page,
+        accounts.reset_password,
+        accounts.resend_verification,
+        accounts.forgot_password,
         watches.list_watches,
         watches.add_watch,
         watches.delete_watch,
+        watches.update_watch,
+        notifications.list_notifications,
+        webhooks.resend_webhook,
         live.events,
         health.healthz,
         health.readyz,
@@ -70,7 +89,7 @@ def create_app(settings: Settings, *, ping_interval: float = 15.0) -> Litestar:
         unsubscribe.unsubscribe,
         create_static_files_router(path="/static", directories=[pages.STATIC], include_in_schema=False),
     ]
-    if settings.email_backend == "outbox":
+    if settings.require_email_backend() == "outbox":
         handlers += [outbox.outbox_page, outbox.outbox_json]
 
     app = Litestar(

@@ -21,5 +21,6 @@ async def read_json(request: Request[Any, Any, Any], kind: type[T]) -> T:
         return msgspec.json.decode(body or b"{}", type=kind)
     except msgspec.ValidationError as exc:
         raise UnprocessableContent(detail=f"invalid request: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the decoder goes; hostile, never a 500.
         raise HTTPException(status_code=400, detail="the request body is not valid JSON") from None

@@ -1,4 +1,4 @@
-"""A student's watches: list, add (and ask for an immediate look-up), delete."""
+"""A student's watches: list, add (and ask for an immediate look-up), choose their alerts, delete."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
-from litestar import Request, delete, get, post
+from litestar import Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
 from litestar.params import FromPath
@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from services.gateway.bodies import UnprocessableContent, read_json
 from services.gateway.sections import WatchView, watch_view
+from shared.alerts import ALERT_KINDS, DEFAULT_ALERTS
 from shared.asu import is_class_nbr, is_term
 from shared.events import CheckSection, WatchesChanged, encode
 from shared.streams import Topology
@@ -27,7 +28,7 @@ MAX_WATCHES = 25
 PUBLISH_TIMEOUT = 2.0
 
 _WATCH_COLUMNS = """
-    w.id, w.term, w.class_nbr, w.created_at,
+    w.id, w.term, w.class_nbr, w.created_at, w.alerts::text AS alerts,
     s.subject, s.catalog_nbr, s.title, s.section, s.component, s.instructors, s.enrl_cap, s.enrl_tot,
     s.open_seats, s.wait_cap, s.wait_tot, s.reserved_seats, s.days, s.start_time, s.end_time, s.location,
     s.instruction_mode, s.class_status, s.scraped_at, m.missing_count, m.last_missing_at
@@ -57,6 +58,40 @@ ON CONFLICT (user_id, term, class_nbr) DO NOTHING
 RETURNING id
 """
 DELETE_WATCH = "DELETE FROM watch WHERE id = $1 AND user_id = $2"
+# Merged into what is stored: kinds the request leaves out keep their choice.
+SET_ALERTS = "UPDATE watch SET alerts = alerts || $3::jsonb WHERE id = $1 AND user_id = $2 RETURNING id"
+
+
+class WatchOut(WatchView, frozen=True, kw_only=True):
+    """A watch with the alerts chosen for it: every kind of `shared.alerts.ALERT_KINDS`, defaults filled."""
+
+    alerts: dict[str, bool]
+
+
+def alerts_of(stored: str | None) -> dict[str, bool]:
+    """Every alert kind with its choice: the stored one, else the default (a kind added after the watch)."""
+    chosen = msgspec.json.decode(stored, type=dict[str, bool]) if stored else {}
+    return {kind: chosen.get(kind, DEFAULT_ALERTS[kind]) for kind in ALERT_KINDS}
+
+
+def watch_out(row: asyncpg.Record) -> WatchOut:
+    view = watch_view(row)
+    return WatchOut(**msgspec.structs.asdict(view), alerts=alerts_of(row["alerts"]))
+
+
+class AlertChoices(msgspec.Struct, kw_only=True):
+    # Values must be JSON booleans: msgspec refuses 1, "true" and null with a message naming the key.
+    alerts: dict[str, bool] | None = None
+
+
+def validate_alerts(choices: AlertChoices) -> str | None:
+    """The message for the first problem with a change of alerts, or None."""
+    if choices.alerts is None:
+        return f"send alerts: an object of true/false by kind ({', '.join(ALERT_KINDS)})"
+    unknown = sorted(kind for kind in choices.alerts if kind not in ALERT_KINDS)
+    if unknown:
+        return f"unknown alert kind {unknown[0][:40]!r}: choose from {', '.join(ALERT_KINDS)}"
+    return None
 
 
 class NewWatch(msgspec.Struct, kw_only=True):
@@ -104,19 +139,20 @@ async def request_check(
 
 
 @get("/api/v1/watches")
-async def list_watches(user_id: NamedDependency[int], pool: NamedDependency[asyncpg.Pool]) -> list[WatchView]:
+async def list_watches(user_id: NamedDependency[int], pool: NamedDependency[asyncpg.Pool]) -> list[WatchOut]:
     """The logged-in user's watches, oldest first: 200 `[watch]`, 401 when not logged in.
 
     A watch is `{"id", "term", "term_label", "class_nbr", "created_at", "catalog_url", "status",
-    "section"}`: `status` is `checking` before the first look-up, then `found` or `not_found` (the class
-    search does not list it now); `section` is null until the section was first found, else its latest
-    state: `course`, `title`,
-    `section`, `instructors`, `instructor_label`, `instructor_links` (Rate My Professors, named instructors
-    only), seats (`enrl_cap`, `enrl_tot`, `open_seats`, `reserved_seats`, `wait_cap`, `wait_tot`), `days`,
+    "section", "alerts"}`: `status` is `checking` before the first look-up, then `found` or `not_found` (the
+    class search does not list it now); `alerts` maps every alert kind (`seat_opened`,
+    `instructor_changed`, `closed_again`, `waitlist_opened`) to whether the student wants it; `section` is
+    null until the section was first found, else its latest state: `course`, `title`, `section`,
+    `instructors`, `instructor_label`, `instructor_links` (Rate My Professors, named instructors only),
+    seats (`enrl_cap`, `enrl_tot`, `open_seats`, `reserved_seats`, `wait_cap`, `wait_tot`), `days`,
     `start_time`, `end_time`, `location`, `last_checked`, `catalog_url`, and `found` (false when the last
     check did not find the section).
     """
-    return [watch_view(row) for row in await pool.fetch(SELECT_WATCHES, user_id)]
+    return [watch_out(row) for row in await pool.fetch(SELECT_WATCHES, user_id)]
 
 
 @post("/api/v1/watches", status_code=201)
@@ -127,7 +163,7 @@ async def add_watch(
     nc: NamedDependency[Client],
     js: NamedDependency[JetStreamContext],
     topology: NamedDependency[Topology],
-) -> WatchView:
+) -> WatchOut:
     """Watch a section: body `{"term": "2267", "class_nbr": "66445"}`.
 
     201 with the watch (shape of `GET /api/v1/watches`), and the section is looked up right away;
@@ -151,7 +187,40 @@ async def add_watch(
     log.info("watch added", user_id=user_id, watch_id=watch_id, term=term, class_nbr=class_nbr)
     await request_check(js, topology, term, class_nbr, watch_id)
     await announce_watches_changed(nc, topology, user_id)
-    return watch_view(row)
+    return watch_out(row)
+
+
+@patch("/api/v1/watches/{watch_id:int}", request_max_body_size=16 * 1024)
+async def update_watch(
+    request: Request[Any, Any, Any],
+    watch_id: FromPath[int],
+    user_id: NamedDependency[int],
+    pool: NamedDependency[asyncpg.Pool],
+    nc: NamedDependency[Client],
+    topology: NamedDependency[Topology],
+) -> WatchOut:
+    """Choose which alerts a watch sends: body `{"alerts": {"closed_again": true, ...}}`, any subset of
+    `seat_opened`, `instructor_changed`, `closed_again`, `waitlist_opened`; kinds left out keep their choice.
+
+    200 with the watch (shape of `GET /api/v1/watches`); 422 for an unknown kind or a value that is not
+    true/false; 404 when the watch does not exist or belongs to someone else; 401 when not logged in.
+    """
+    try:
+        choices = await read_json(request, AlertChoices)
+    except RecursionError:
+        # read_json lets this through: JSON nested deeper than the decoder's recursion limit.
+        raise HTTPException(status_code=400, detail="the request body is not valid JSON") from None
+    if (problem := validate_alerts(choices)) is not None:
+        raise UnprocessableContent(detail=problem)
+    chosen = msgspec.json.encode(choices.alerts).decode()
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(SET_ALERTS, watch_id, user_id, chosen) is None:
+            raise NotFoundException(detail="no such watch")
+        row = await conn.fetchrow(SELECT_WATCH, user_id, watch_id)
+    assert row is not None
+    log.info("watch alerts changed", user_id=user_id, watch_id=watch_id, alerts=choices.alerts)
+    await announce_watches_changed(nc, topology, user_id)
+    return watch_out(row)
 
 
 @delete("/api/v1/watches/{watch_id:int}", status_code=204)

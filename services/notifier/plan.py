@@ -9,11 +9,9 @@ from typing import NamedTuple, TypeVar
 from services.notifier.backends import MAX_BATCH
 from services.notifier.claims import ClaimKey
 from services.notifier.email import Email, Recipient
+from services.notifier.recipients import Watcher
+from shared.alerts import wants
 from shared.events import SectionChange
-
-# seat_filled is not emailed: it ends an opening, so the next 0 → >0 is a new change_key and every
-# watcher of the section is armed again for it without any state to reset.
-EMAILED_KINDS = frozenset({"seat_opened", "instructor_changed"})
 
 
 class Notice(NamedTuple):
@@ -22,13 +20,25 @@ class Notice(NamedTuple):
     change: SectionChange
 
 
-def plan(changes: Sequence[SectionChange], watchers: dict[tuple[str, str], list[Recipient]]) -> list[Notice]:
-    """One notice per (watch, kind, change), whatever duplicates the batch holds."""
+def plan(
+    changes: Sequence[SectionChange],
+    watchers: dict[tuple[str, str], list[Watcher]],
+    told: set[tuple[int, str]],
+) -> list[Notice]:
+    """One notice per (watch, kind, change) that the watch wants, whatever duplicates the batch holds.
+
+    A fill (`seat_filled`) is news only to a watch that chose "closed again" and was told about the
+    opening it ends (`told`: (watch, change key) pairs); otherwise it just re-arms every watcher, since
+    the next opening is a new change.
+    """
     notices: dict[ClaimKey, Notice] = {}
     for change in changes:
-        if change.kind not in EMAILED_KINDS:
-            continue
-        for recipient in watchers.get((change.state.term, change.state.class_nbr), []):
+        for watcher in watchers.get((change.state.term, change.state.class_nbr), []):
+            recipient = watcher.recipient
+            if not wants(watcher.alerts, change.kind):
+                continue
+            if change.kind == "seat_filled" and (recipient.watch_id, change.change_key) not in told:
+                continue
             key = ClaimKey(recipient.watch_id, change.kind, change.change_key)
             notices.setdefault(key, Notice(key, recipient, change))
     return [notices[key] for key in sorted(notices)]
@@ -42,7 +52,7 @@ def chunks(items: Sequence[T], size: int = MAX_BATCH) -> list[Sequence[T]]:
 
 
 def idempotency_key(emails: Sequence[Email]) -> str:
-    """The same set of emails always gets the same key, so a provider call repeated after a crash is
-    recognised by the provider (Resend keeps keys 24 h) instead of sending twice."""
+    """A function of what is sent: the same emails always get the same key, so a provider call repeated
+    after a crash is recognised by the provider (Resend keeps keys 24 h) instead of sending twice."""
     digest = hashlib.sha256("\n".join(sorted(email.idempotency_id for email in emails)).encode()).hexdigest()
     return f"pmc-{digest}"

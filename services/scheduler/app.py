@@ -1,4 +1,4 @@
-"""The scheduler: at the start of every window, one check event per watched section."""
+"""The scheduler: at the start of every window, one check event per watched section not cancelled."""
 
 from __future__ import annotations
 

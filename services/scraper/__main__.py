@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.scraper.catalog import CatalogClient
 from services.scraper.handlers import Scraper
-from shared.service import ServiceContext, run
+from shared.service import ServiceContext, Worker, run
 
 # Checks fetched per pull and looked up concurrently: bounded so one replica is polite to the catalog.
 CONCURRENCY = 16
@@ -16,7 +16,7 @@ async def make_scraper(ctx: ServiceContext) -> Scraper:
 
 
 def main() -> None:
-    run("scraper", lambda topology: topology.scraper, make_scraper, batch_size=CONCURRENCY)
+    run("scraper", Worker(lambda topology: topology.scraper, make_scraper, CONCURRENCY))
 
 
 if __name__ == "__main__":

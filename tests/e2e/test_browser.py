@@ -1,5 +1,6 @@
 """The student's page in real Chromium against every service running as its own process: an account made
-through the form, watches added and deleted, the seat count of a card updated live as the catalog changes."""
+through the form and verified through the emailed link, a forgotten password reset through the emailed
+link, watches added and deleted, the seat count of a card updated live as the catalog changes."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright, expect
 
+from devtools import resend_fake
 from devtools.prepare_tests import APT_INSTALL
 from devtools.prepare_tests import chromium as find_chromium
 from shared.tokens import UNSUBSCRIBE, sign
-from tests.e2e.system import TERM, World, add_section, change_section
+from tests.e2e.system import TERM, World, add_section, change_section, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -31,6 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PASSWORD = "correct horse 42"
+NEW_PASSWORD = "a brand new passphrase"
 # A look-up goes page → gateway → NATS → scraper → simulator → detector → NATS → gateway → page; checks
 # run every second in this system, so a few seconds is the norm and this is the ceiling.
 PIPELINE_MS = 20_000
@@ -38,6 +41,24 @@ PIPELINE_MS = 20_000
 FAILED_RESOURCE = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
 # Requests that fail by design: the page asks who is logged in before anyone is (401).
 EXPECTED_FAILURES = frozenset({("/api/v1/auth/me", 401)})
+# An account link in an email's text (SITE_URL is the gateway's own URL).
+LINK = re.compile(r"https?://\S+/(?:verify|reset)\?token=\S+")
+
+
+async def emailed_link(world: World, address: str, subject: str) -> str:
+    """The link in the newest email with this subject that the provider accepted for `address`."""
+
+    async def emails() -> list[str]:
+        return [
+            email["text"]
+            for email in await resend_fake.fetch_emails(world.resend_url)
+            if email["to"] == [address] and email["subject"] == subject
+        ]
+
+    *_, text = await eventually(emails, f"the email {subject!r} to {address}")
+    link = LINK.search(text)
+    assert link is not None, text
+    return link.group(0)
 
 
 @dataclass
@@ -70,22 +91,43 @@ class Student:
         return self.page.get_by_role("status")
 
     @property
+    def auth_form(self) -> Locator:
+        return self.page.locator("#auth-form")
+
+    @property
     def cards(self) -> Locator:
         return self.page.locator("#watches article.card")
 
     def card(self, class_nbr: str) -> Locator:
         return self.cards.filter(has_text=class_nbr)
 
-    async def create_account(self) -> None:
+    async def register(self) -> None:
         await self.page.goto("/")
-        await self.page.get_by_label("Email").fill(self.email)
-        await self.page.get_by_label("Password").fill(PASSWORD)
+        await self.auth_form.get_by_label("Email").fill(self.email)
+        await self.auth_form.get_by_label("Password").fill(PASSWORD)
         await self.page.get_by_role("button", name="Create account").click()
-        await expect(self.message).to_have_text("Welcome! Add a class number to start watching.")
+        await expect(self.message).to_have_text(
+            f"Check your email to verify your address. We wrote to {self.email}."
+        )
+        await expect(self.page.locator("#account")).to_be_hidden()
+
+    async def create_account(self, world: World) -> None:
+        """Register through the form, then open the verification link from the email, which logs in."""
+        await self.register()
+        await self.page.goto(await emailed_link(world, self.email, "Verify your email for PickMyClass"))
+        await expect(self.message).to_have_text(
+            "Your email address is verified. Add a class number to start watching."
+        )
+        await expect(self.page).to_have_url(re.compile(r"/$"))
         await expect(self.page.locator("#account")).to_contain_text(f"Signed in as {self.email}")
         await expect(self.page.get_by_text("You are not watching any section yet.")).to_be_visible()
         # The live stream is open: from here on, no update of a watched section is missed.
         await expect(self.page.locator("#live-status")).to_have_text("live")
+
+    async def log_in(self, password: str) -> None:
+        await self.auth_form.get_by_label("Email").fill(self.email)
+        await self.auth_form.get_by_label("Password").fill(password)
+        await self.page.get_by_role("button", name="Log in").click()
 
     async def watch(self, class_nbr: str, term: str = TERM) -> None:
         select = self.page.get_by_role("combobox", name="Term")
@@ -146,7 +188,7 @@ async def test_a_student_sees_a_seat_open_live(student: Student, world: World, t
     await add_section(
         world, "71001", subject="CSE", catalog_nbr="355", title="Introduction to Theoretical Computer Science"
     )
-    await student.create_account()
+    await student.create_account(world)
 
     await student.watch("71001")
     await expect(student.message).to_have_text("Watching class 71001. We'll look it up right away.")
@@ -175,7 +217,7 @@ async def test_a_student_sees_a_seat_open_live(student: Student, world: World, t
 async def test_a_student_is_told_what_is_wrong_with_a_class_number(
     student: Student, world: World, tmp_path: Path
 ) -> None:
-    await student.create_account()
+    await student.create_account(world)
 
     await student.watch("7100")
     await expect(student.message).to_have_text("Class number must be 5 digits")
@@ -197,7 +239,7 @@ async def test_a_student_is_told_what_is_wrong_with_a_class_number(
 
 
 async def test_a_student_who_unsubscribed_can_turn_emails_back_on(student: Student, world: World) -> None:
-    await student.create_account()
+    await student.create_account(world)
     me = await student.page.request.get("/api/v1/auth/me")
     token = sign(world.system.env["SECRET_KEY"], UNSUBSCRIBE, str((await me.json())["id"]), 3600)
     # The one-click POST a mail client makes from the List-Unsubscribe header.
@@ -215,3 +257,71 @@ async def test_a_student_who_unsubscribed_can_turn_emails_back_on(student: Stude
     me = await student.page.request.get("/api/v1/auth/me")
     assert (await me.json())["notifications_enabled"] is True
     assert student.unexpected_errors() == []
+
+
+async def test_a_student_who_logs_in_before_verifying_can_get_a_new_link(
+    student: Student, world: World
+) -> None:
+    await student.register()
+    # The account exists once its email is on the way (registration finishes after its answer).
+    await emailed_link(world, student.email, "Verify your email for PickMyClass")
+    await student.log_in(PASSWORD)
+    await expect(student.message).to_have_text(
+        "Confirm your email address first: open the link we emailed you, or ask for a new one"
+    )
+    unverified = student.page.locator("#unverified")
+    await unverified.get_by_role("button", name="Resend the link").click()
+    await expect(student.message).to_have_text(
+        "If this address has an account waiting for verification, a new link is on its way"
+    )
+    await expect(unverified).to_be_hidden()
+
+    async def two_links() -> bool:
+        emails = await resend_fake.fetch_emails(world.resend_url)
+        return sum(1 for email in emails if email["to"] == [student.email]) >= 2
+
+    await eventually(two_links, "the second verification email")
+    await student.page.goto(await emailed_link(world, student.email, "Verify your email for PickMyClass"))
+    await expect(student.page.locator("#account")).to_contain_text(f"Signed in as {student.email}")
+    assert student.unexpected_errors(("/api/v1/auth/login", 403)) == []
+
+
+async def test_a_student_resets_a_forgotten_password(student: Student, world: World, tmp_path: Path) -> None:
+    await student.create_account(world)
+    await student.page.get_by_role("button", name="Log out").click()
+    await expect(student.auth_form).to_be_visible()
+
+    await student.page.get_by_role("button", name="Forgot your password?").click()
+    forgot = student.page.locator("#forgot-form")
+    await forgot.get_by_label("Email").fill(student.email)
+    await forgot.get_by_role("button", name="Email me a reset link").click()
+    await expect(student.message).to_have_text(
+        "If this address has an account, a link to choose a new password is on its way"
+    )
+
+    link = await emailed_link(world, student.email, "Reset your PickMyClass password")
+    await student.page.goto(link)
+    await student.page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    await student.page.get_by_label("Repeat the new password").fill(NEW_PASSWORD + "typo")
+    await student.page.get_by_role("button", name="Save the new password").click()
+    await expect(student.message).to_have_text("The two passwords are not the same.")
+    await student.page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+    await student.page.get_by_role("button", name="Save the new password").click()
+    await expect(student.message).to_have_text(
+        "Your password is changed, and every device that was logged in is logged out."
+    )
+    await student.page.screenshot(path=tmp_path / "password-reset.png", full_page=True)
+
+    # The link is spent: opening it again says so, and what to do.
+    await student.page.goto(link)
+    await expect(student.page.get_by_role("heading", name="This link was already used")).to_be_visible()
+
+    await student.page.goto("/")
+    await student.log_in(PASSWORD)
+    await expect(student.message).to_have_text("Wrong email or password")
+    await student.log_in(NEW_PASSWORD)
+    await expect(student.page.locator("#account")).to_contain_text(f"Signed in as {student.email}")
+    # The server-rendered "already used" page has no icon link, so Chromium asks for /favicon.ico.
+    assert (
+        student.unexpected_errors(("/api/v1/auth/login", 401), ("/reset", 410), ("/favicon.ico", 404)) == []
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -20,12 +21,27 @@ from tests.e2e.system import TERM, World, add_section, change_section, eventuall
 pytestmark = pytest.mark.e2e
 
 
+# The verification link in an email's text: the gateway's own URL, since SITE_URL is the gateway.
+VERIFY_LINK = re.compile(r"https?://\S+/verify\?token=\S+")
+
+
 async def student(world: World, email: str) -> httpx.AsyncClient:
+    """A student who registered and followed the verification link from the email the provider got: the
+    client holds the session the link started."""
     client = httpx.AsyncClient(base_url=world.system.gateway_url)
     response = await client.post(
         "/api/v1/auth/register", json={"email": email, "password": "correct horse 42"}
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
+    assert (await client.get("/api/v1/auth/me")).status_code == 401, "no session before verifying"
+    [verification] = await eventually(
+        lambda: account_emails_to(world, email, "Verify your email"), f"the verification email to {email}"
+    )
+    link = VERIFY_LINK.search(verification["text"])
+    assert link is not None, verification["text"]
+    followed = await client.get(link.group(0), follow_redirects=False)
+    assert followed.status_code == 303, followed.text
+    assert (await client.get("/api/v1/auth/me")).json()["email"] == email
     return client
 
 
@@ -37,10 +53,24 @@ async def watch(client: httpx.AsyncClient, class_nbr: str) -> int:
 
 
 async def emails_to(world: World, address: str, subject_prefix: str = "") -> list[dict[str, Any]]:
+    """The alerts the provider accepted for `address` (each has one-click unsubscribe headers)."""
     return [
         email
         for email in await resend_fake.fetch_emails(world.resend_url)
-        if email["to"] == [address] and email["subject"].startswith(subject_prefix)
+        if email["to"] == [address]
+        and email["subject"].startswith(subject_prefix)
+        and "List-Unsubscribe" in email["headers"]
+    ]
+
+
+async def account_emails_to(world: World, address: str, subject_prefix: str) -> list[dict[str, Any]]:
+    """Verification links, reset links and notices: transactional, so without unsubscribe headers."""
+    return [
+        email
+        for email in await resend_fake.fetch_emails(world.resend_url)
+        if email["to"] == [address]
+        and email["subject"].startswith(subject_prefix)
+        and "List-Unsubscribe" not in email["headers"]
     ]
 
 
@@ -125,6 +155,34 @@ class LiveStream:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def test_a_student_verified_by_the_emailed_link_gets_the_alert(world: World) -> None:
+    """Register → verification email → follow the link → logged in → watch → seat opens → alert email."""
+    await add_section(world, "70004")
+    eve = await student(world, "eve@asu.test")
+    try:
+        await watch(eve, "70004")
+        await eventually(lambda: seen(eve, "70004"), "the section's first check")
+        await change_section(world, "70004", enrl_tot=99)
+        [alert] = await eventually(lambda: emails_to(world, "eve@asu.test"), "the seat email")
+        assert alert["subject"] == "Seat available: CSE 310 (70004)"
+        assert re.search(r"Checked at \d{1,2}:\d\d [AP]M Arizona time on ", alert["text"])
+
+        # Registering the address again: the same answer, no session, and a notice instead of a link.
+        async with httpx.AsyncClient(base_url=world.system.gateway_url) as stranger:
+            again = await stranger.post(
+                "/api/v1/auth/register", json={"email": "eve@asu.test", "password": "not eve's password"}
+            )
+            assert again.status_code == 202
+            assert "pmc_session" not in stranger.cookies
+        [notice] = await eventually(
+            lambda: account_emails_to(world, "eve@asu.test", "Someone tried to register"), "the notice"
+        )
+        assert "token=" not in notice["text"]
+        assert len(await account_emails_to(world, "eve@asu.test", "Verify your email")) == 1
+    finally:
+        await eve.aclose()
 
 
 async def test_a_student_is_told_once_per_opening_and_once_per_instructor_change(world: World) -> None:

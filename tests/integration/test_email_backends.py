@@ -3,24 +3,31 @@ and the Postgres outbox. Then what only Resend can do: fail."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import asyncpg
 import pytest
 
 from devtools import resend_fake
 from services.notifier.backends import (
+    RATE_LIMIT_ATTEMPTS,
     EmailBackend,
     OutboxBackend,
-    PermanentSendError,
+    ProviderRefused,
+    ProviderUnavailable,
+    Refused,
     ResendBackend,
-    TransientSendError,
+    Sent,
 )
+from services.notifier.budget import Budget
 from services.notifier.email import Email, Recipient, render
 from shared.events import SectionChange, SectionState
+from shared.settings import Settings
 from tests.conftest import TEST_SECRET
 
 pytestmark = pytest.mark.integration
@@ -88,15 +95,20 @@ async def fake_url(resend_url: str) -> str:
     return resend_url
 
 
+def resend_backend(settings: Settings, url: str, per_second: float = 1000.0) -> ResendBackend:
+    """The real backend against the fake, with a request budget of this test's own in the real Redis."""
+    return ResendBackend(API_KEY, url, budget=Budget(settings.redis_url, settings.namespace, per_second))
+
+
 @pytest.fixture
-async def resend_harness(fake_url: str) -> AsyncIterator[Harness]:
+async def resend_harness(fake_url: str, settings: Settings) -> AsyncIterator[Harness]:
     async def delivered() -> list[Delivered]:
         return [
             Delivered(email["to"][0], email["subject"], email["text"], email["html"], email["headers"])
             for email in await resend_fake.fetch_emails(fake_url)
         ]
 
-    backend = ResendBackend(API_KEY, fake_url)
+    backend = resend_backend(settings, fake_url)
     yield Harness(backend, delivered)
     await backend.aclose()
 
@@ -128,10 +140,10 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 async def test_a_batch_delivers_each_email_once_with_both_parts(harness: Harness) -> None:
     emails = _emails(3)
 
-    ids = await harness.backend.send_batch(emails, "batch-1")
+    outcomes = await harness.backend.send_batch(emails, "batch-1")
 
-    assert len(ids) == 3
-    assert len(set(ids)) == 3
+    assert all(isinstance(outcome, Sent) for outcome in outcomes)
+    assert len({cast(Sent, outcome).id for outcome in outcomes}) == 3
     delivered = await harness.delivered()
     assert sorted(d.to for d in delivered) == [e.to for e in emails]
     for email in emails:
@@ -164,50 +176,97 @@ async def test_more_than_a_hundred_emails_are_refused_before_any_call(harness: H
     assert await harness.delivered() == []
 
 
-async def test_resend_rate_limit_is_transient_and_the_retry_delivers_once(
+async def test_resend_rate_limit_is_waited_out_as_the_headers_say_then_repeated_once(
     resend_harness: Harness, fake_url: str
 ) -> None:
     emails = _emails(2)
     await resend_fake.set_faults(fake_url, 429, count=1)
+    started = time.monotonic()
 
-    with pytest.raises(TransientSendError, match="429"):
-        await resend_harness.backend.send_batch(emails, "batch-1")
+    assert len(await resend_harness.backend.send_batch(emails, "batch-1")) == 2
+
+    # The fake said `retry-after: 1`.
+    assert time.monotonic() - started >= 1.0
+    assert len(await resend_harness.delivered()) == 2
+    assert await resend_fake.fetch_send_calls(fake_url) == 2
+
+
+async def test_a_rate_limit_that_does_not_end_is_unavailability_with_the_providers_hint(
+    resend_harness: Harness, fake_url: str
+) -> None:
+    await resend_fake.set_faults(fake_url, 429, count=RATE_LIMIT_ATTEMPTS)
+
+    with pytest.raises(ProviderUnavailable, match="429") as raised:
+        await resend_harness.backend.send_batch(_emails(1), "batch-1")
+    assert raised.value.retry_after == 1.0
     assert await resend_harness.delivered() == []
 
-    await resend_harness.backend.send_batch(emails, "batch-1")
-    assert len(await resend_harness.delivered()) == 2
 
-
-async def test_resend_server_error_is_transient(resend_harness: Harness, fake_url: str) -> None:
+async def test_resend_server_error_is_unavailability(resend_harness: Harness, fake_url: str) -> None:
     await resend_fake.set_faults(fake_url, 500, count=1)
 
-    with pytest.raises(TransientSendError, match="500"):
+    with pytest.raises(ProviderUnavailable, match="500"):
         await resend_harness.backend.send_batch(_emails(1), "batch-1")
 
 
-async def test_resend_unreachable_is_transient() -> None:
+async def test_resend_unreachable_is_unavailability(settings: Settings) -> None:
     async with resend_fake.serve() as url:
-        backend = ResendBackend(API_KEY, url)
+        backend = resend_backend(settings, url)
     # The fake has stopped: nothing listens at `url` any more.
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await backend.send_batch(_emails(1), "batch-1")
+    finally:
+        await backend.aclose()
 
-    with pytest.raises(TransientSendError):
-        await backend.send_batch(_emails(1), "batch-1")
 
+@pytest.mark.parametrize("status", [401, 403, 422])
+async def test_a_refusal_of_the_request_blames_our_configuration_not_a_recipient(
+    resend_harness: Harness, fake_url: str, status: int
+) -> None:
+    """A bad key, an unverified domain or an invalid sender on a one-email batch names no recipient."""
+    await resend_fake.set_faults(fake_url, status, count=1)
 
-async def test_resend_bad_api_key_is_retried_not_dropped(fake_url: str) -> None:
-    backend = ResendBackend("not-a-resend-key", fake_url)
-
-    with pytest.raises(TransientSendError, match="403"):
-        await backend.send_batch(_emails(1), "batch-1")
+    with pytest.raises(ProviderRefused, match=str(status)):
+        await resend_harness.backend.send_batch(_emails(1), "batch-1")
     assert await resend_fake.fetch_emails(fake_url) == []
 
 
-async def test_resend_key_reused_for_other_emails_is_permanent(resend_harness: Harness) -> None:
-    await resend_harness.backend.send_batch(_emails(1), "batch-1")
+async def test_a_refused_recipient_is_named_and_the_others_go_out(
+    resend_harness: Harness, fake_url: str
+) -> None:
+    emails = _emails(3)
+    await resend_fake.refuse(fake_url, [emails[1].to])
 
-    with pytest.raises(PermanentSendError, match="409"):
-        await resend_harness.backend.send_batch(_emails(2), "batch-1")
-    assert len(await resend_harness.delivered()) == 1
+    outcomes = await resend_harness.backend.send_batch(emails, "batch-1")
+
+    assert [type(outcome) for outcome in outcomes] == [Sent, Refused, Sent]
+    assert emails[1].to in cast(Refused, outcomes[1]).reason
+    assert sorted(d.to for d in await resend_harness.delivered()) == [emails[0].to, emails[2].to]
+
+
+async def test_the_request_budget_is_shared_and_keeps_under_the_providers_limit(
+    settings: Settings, fake_url: str
+) -> None:
+    """Two replicas (two backends, one Redis budget of 2 requests/s) against a fake that allows 2/s:
+    no 429, and the calls are spread as the budget says."""
+    await resend_fake.set_rate_limit(fake_url, 2)
+    replicas = [resend_backend(settings, fake_url, per_second=2) for _ in range(2)]
+    started = time.monotonic()
+    try:
+        await asyncio.gather(
+            *(
+                replica.send_batch(_emails(1), f"budget-{index}-{n}")
+                for n in range(3)
+                for index, replica in enumerate(replicas)
+            )
+        )
+    finally:
+        for replica in replicas:
+            await replica.aclose()
+    assert len(await resend_fake.fetch_emails(fake_url)) == 6
+    # 6 requests at 2 per second: the budget lets the first 2 go at once, the last 2 after 2 s.
+    assert time.monotonic() - started >= 1.9
 
 
 async def test_resend_oversized_batch_makes_no_call(resend_harness: Harness, fake_url: str) -> None:
@@ -216,9 +275,10 @@ async def test_resend_oversized_batch_makes_no_call(resend_harness: Harness, fak
     assert await resend_fake.fetch_send_calls(fake_url) == 0
 
 
-async def test_fake_rejects_an_email_without_a_body(fake_url: str) -> None:
+async def test_fake_refuses_an_email_without_a_body_by_its_index(
+    resend_harness: Harness, fake_url: str
+) -> None:
     """The fake validates like Resend, so a backend bug shows up in tests, not in production."""
-    backend = ResendBackend(API_KEY, fake_url)
     email = _emails(1)[0]
     bodiless = Email(
         idempotency_id=email.idempotency_id,
@@ -229,5 +289,6 @@ async def test_fake_rejects_an_email_without_a_body(fake_url: str) -> None:
         html="",
         headers={},
     )
-    with pytest.raises(PermanentSendError, match="422"):
-        await backend.send_batch([bodiless], "batch-1")
+    [outcome] = await resend_harness.backend.send_batch([bodiless], "batch-1")
+    assert isinstance(outcome, Refused)
+    assert "html" in outcome.reason

@@ -7,7 +7,8 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 import asyncpg
 import httpx
@@ -23,6 +24,7 @@ from services.gateway.app import close_live_streams, create_app
 from shared.events import SectionLive, SectionState, encode
 from shared.settings import Settings
 from shared.streams import Topology
+from tests.accounts import sign_up
 from tests.integration.test_gateway import forget_keys
 
 TIMEOUT = 5.0
@@ -54,17 +56,26 @@ async def base_url(
     await forget_keys(redis_client, settings.namespace)
 
 
-@asynccontextmanager
-async def logged_in(base_url: str, email: str, watches: list[str]) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client:
-        response = await client.post(
-            "/api/v1/auth/register", json={"email": email, "password": "correct horse"}
-        )
-        assert response.status_code == 201, response.text
-        for class_nbr in watches:
-            response = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": class_nbr})
-            assert response.status_code == 201, response.text
-        yield client
+class LoggedIn(Protocol):
+    def __call__(
+        self, base_url: str, email: str, watches: list[str]
+    ) -> AbstractAsyncContextManager[httpx.AsyncClient]: ...
+
+
+@pytest.fixture
+def logged_in(js: JetStreamContext, topology: Topology, settings: Settings) -> LoggedIn:
+    """A student registered and verified through the emailed link, watching `watches`."""
+
+    @asynccontextmanager
+    async def student(base_url: str, email: str, watches: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client:
+            await sign_up(client, js, topology, settings, email)
+            for class_nbr in watches:
+                response = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": class_nbr})
+                assert response.status_code == 201, response.text
+            yield client
+
+    return student
 
 
 def section_live(class_nbr: str, open_seats: int) -> SectionLive:
@@ -92,7 +103,7 @@ async def publish(nc: NatsClient, topology: Topology, live: SectionLive) -> None
 
 
 async def test_a_watched_section_reaches_only_its_watchers(
-    base_url: str, nc: NatsClient, topology: Topology
+    base_url: str, nc: NatsClient, topology: Topology, logged_in: LoggedIn
 ) -> None:
     async with (
         logged_in(base_url, "alice@asu.edu", ["66445"]) as alice,
@@ -122,7 +133,7 @@ async def test_a_watched_section_reaches_only_its_watchers(
 
 
 async def test_a_changed_watch_list_is_announced_and_followed(
-    base_url: str, nc: NatsClient, topology: Topology
+    base_url: str, nc: NatsClient, topology: Topology, logged_in: LoggedIn
 ) -> None:
     async with (
         logged_in(base_url, "alice@asu.edu", []) as alice,
@@ -144,7 +155,7 @@ async def test_a_changed_watch_list_is_announced_and_followed(
         assert (await next_event(events)).event == "watches"
 
 
-async def test_idle_streams_get_keep_alive_pings(base_url: str) -> None:
+async def test_idle_streams_get_keep_alive_pings(base_url: str, logged_in: LoggedIn) -> None:
     async with (
         logged_in(base_url, "alice@asu.edu", []) as alice,
         alice.stream("GET", "/api/v1/events") as response,
@@ -157,7 +168,7 @@ async def test_idle_streams_get_keep_alive_pings(base_url: str) -> None:
         assert "event: ready" in seen
 
 
-async def test_shutdown_ends_open_streams(base_url: str, app: Litestar) -> None:
+async def test_shutdown_ends_open_streams(base_url: str, app: Litestar, logged_in: LoggedIn) -> None:
     async with (
         logged_in(base_url, "alice@asu.edu", []) as alice,
         aconnect_sse(alice, "GET", "/api/v1/events") as source,

@@ -16,3 +16,12 @@ def test_transient_failures_retry_with_growing_delays_then_give_up() -> None:
 
 def test_permanent_failure_gives_up_at_once() -> None:
     assert isinstance(decide(1, Topology("pmc").scraper, transient=False), GiveUp)
+
+
+def test_the_notifiers_consumers_never_give_up_on_a_transient_failure() -> None:
+    topology = Topology("pmc")
+    for consumer in (topology.notifier, topology.notifier_account, topology.notifier_provider):
+        assert consumer.max_deliver == -1
+        decision = decide(10_000, consumer, transient=True)
+        assert decision == Retry(300.0), "capped at 5 minutes, and never dead-lettered"
+        assert isinstance(decide(1, consumer, transient=False), GiveUp), "undecodable: at once"

@@ -1,21 +1,35 @@
 from __future__ import annotations
 
+import hashlib
 import re
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import pytest
 
-from services.notifier.email import Email, Recipient, render
+from services.notifier import email as email_module
+from services.notifier.email import Email, Recipient, arizona_time, render, render_account
 from shared.asu import catalog_url
-from shared.events import ChangeKind, SectionChange, SectionState
-from shared.tokens import UNSUBSCRIBE, UNSUBSCRIBE_TTL, InvalidToken, verify
+from shared.events import AccountEmail, AccountEmailKind, ChangeKind, SectionChange, SectionState
+from shared.tokens import (
+    RESET_PASSWORD,
+    UNSUBSCRIBE,
+    UNSUBSCRIBE_TTL,
+    VERIFY_EMAIL,
+    ExpiredToken,
+    InvalidToken,
+    verify,
+)
 
 SECRET = "unit-secret-key-0123456789"
 SITE = "https://pickmyclass.test"
 SENDER = "PickMyClass <alerts@pickmyclass.test>"
 TRICKY_NAME = "'YZ' <b>Yang</b>"
 DETECTED_AT = 1_790_000_000.0
+# 2026-11-24 22:04:30 UTC: 3:04 PM in Arizona, which keeps MST (UTC-7) all year.
+SCRAPED_AT = 1_795_557_870.0
 RECIPIENT = Recipient(watch_id=7, user_id=42, email="sparky@asu.edu")
 
 
@@ -37,14 +51,22 @@ BASE_STATE = SectionState(
 )
 
 
-def _change(kind: ChangeKind, old_instructors: tuple[str, ...] = (), **state: object) -> SectionChange:
+def _change(
+    kind: ChangeKind,
+    old_instructors: tuple[str, ...] = (),
+    *,
+    scraped_at: float = 0.0,
+    old_open_seats: int = 0,
+    **state: object,
+) -> SectionChange:
     return SectionChange(
         kind=kind,
         change_key="snap-1",
         detected_at=DETECTED_AT,
-        old_open_seats=0,
+        old_open_seats=old_open_seats,
         old_instructors=old_instructors,
         state=msgspec.structs.replace(BASE_STATE, **state),
+        scraped_at=scraped_at,
     )
 
 
@@ -159,9 +181,164 @@ def test_list_unsubscribe_headers_carry_a_token_for_the_user() -> None:
     assert unsubscribe_url in _parse(email.html).hrefs
 
 
-def test_seat_filled_is_not_emailed() -> None:
-    with pytest.raises(ValueError, match="seat_filled"):
-        _render(_change("seat_filled", open_seats=0, enrl_tot=150))
+def _visible_text(email: Email) -> str:
+    return " ".join(_parse(email.html).text)
+
+
+def test_seat_filled_says_the_seat_is_gone() -> None:
+    email = _render(_change("seat_filled", old_open_seats=1, open_seats=0, enrl_tot=150))
+
+    assert email.subject == "The seat in CSE 310 (66445) is gone"
+    for part in (email.text, _visible_text(email)):
+        assert "The seat we told you about in CSE 310 (66445) was taken" in part
+        assert "We will email you when a seat opens again" in part
+        assert "0 of 150 seats open" in part
+    several = _render(_change("seat_filled", old_open_seats=3, open_seats=0, enrl_tot=150))
+    assert "The 3 seats we told you about in CSE 310 (66445) were taken" in several.text
+
+
+def test_waitlist_opened_counts_the_open_spots() -> None:
+    email = _render(_change("waitlist_opened", open_seats=0, enrl_tot=150, wait_cap=10, wait_tot=8))
+
+    assert email.subject == "Waitlist open: CSE 310 (66445)"
+    for part in (email.text, _visible_text(email)):
+        assert "its waitlist has room again: 2 spots are open" in part
+        assert "2 of 10 waitlist spots open" in part
+
+
+def test_section_cancelled_points_to_other_sections() -> None:
+    email = _render(_change("section_cancelled", class_status="X", reserved_seats=True))
+
+    assert email.subject == "Cancelled: CSE 310 (66445)"
+    assert "Look for another section of CSE 310 in the catalog" in email.text
+    # Seats of a cancelled section are nobody's: no reserved-seat note.
+    assert "reserved" not in email.text
+
+
+@pytest.mark.parametrize("kind", ["seat_opened", "seat_filled", "instructor_changed", "waitlist_opened"])
+def test_every_kind_keeps_the_unsubscribe_headers_and_link(kind: ChangeKind) -> None:
+    email = _render(_change(kind, old_instructors=("Staff",), instructors=("Ada Lovelace",)))
+
+    assert email.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe_url = email.headers["List-Unsubscribe"].strip("<>")
+    assert unsubscribe_url in email.text
+    assert unsubscribe_url in _parse(email.html).hrefs
+    assert email.idempotency_id == f"7:{kind}:snap-1"
+
+
+def test_the_email_says_when_the_class_search_was_read_in_arizona_time() -> None:
+    email = _render(_change("seat_opened", scraped_at=SCRAPED_AT))
+
+    for part in (email.text, _visible_text(email)):
+        assert "Checked at 3:04 PM Arizona time on Tue, Nov 24." in part
+
+
+def test_without_a_scrape_time_the_detection_time_is_shown() -> None:
+    email = _render(_change("seat_opened"))
+
+    assert f"Checked at {arizona_time(DETECTED_AT)}." in email.text
+    assert arizona_time(DETECTED_AT) == "7:13 AM Arizona time on Mon, Sep 21"
+
+
+def test_arizona_time_has_no_daylight_saving() -> None:
+    # 2026-07-20 00:00 UTC: Phoenix is still UTC-7 (5 PM) while the rest of Mountain time is UTC-6 (6 PM).
+    assert arizona_time(1_784_505_600.0) == "5:00 PM Arizona time on Sun, Jul 19"
+    assert arizona_time(1_784_462_400.0).startswith("5:00 AM")
+
+
+def test_without_a_time_zone_database_arizona_is_mst(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(key: str) -> ZoneInfo:
+        raise ZoneInfoNotFoundError(key)
+
+    monkeypatch.setattr(email_module, "ZoneInfo", missing)
+    zone = email_module.arizona.__wrapped__()
+    for month in (1, 7):
+        assert zone.utcoffset(datetime(2026, month, 1)) == timedelta(hours=-7)
+
+
+def test_text_has_no_html_entities_and_html_has_no_raw_markup() -> None:
+    email = _render(_change("seat_opened", title="Ethics & <Society>", location="A&B"))
+
+    assert "Ethics & <Society>" in email.text
+    assert "&amp;" not in email.text
+    assert "<Society>" not in email.html
+    assert "Ethics & <Society>" in _visible_text(email)
+
+
+ACCOUNT_EXPIRES = SCRAPED_AT + 3600
+
+
+def _account(kind: AccountEmailKind, to: str = "sparky@asu.edu") -> AccountEmail:
+    linked = kind != "already_registered"
+    return AccountEmail(
+        kind=kind,
+        user_id=42,
+        to=to,
+        nonce="n0nce-abc" if linked else "",
+        expires_at=ACCOUNT_EXPIRES if linked else 0.0,
+        requested_at=SCRAPED_AT,
+    )
+
+
+def _render_account(event: AccountEmail) -> Email:
+    return render_account(event, site_url=SITE + "/", secret_key=SECRET, sender=SENDER)
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "purpose", "subject"),
+    [
+        ("verify", "/verify", VERIFY_EMAIL, "Verify your email for PickMyClass"),
+        ("reset", "/reset", RESET_PASSWORD, "Reset your PickMyClass password"),
+    ],
+)
+def test_an_account_link_carries_the_signed_nonce_until_it_expires(
+    kind: AccountEmailKind, path: str, purpose: str, subject: str
+) -> None:
+    email = _render_account(_account(kind))
+
+    assert email.subject == subject
+    assert email.to == "sparky@asu.edu"
+    assert email.sender == SENDER
+    # Named by the nonce's digest: the id is logged and stored, the nonce is half of the link.
+    assert email.idempotency_id == f"account-{kind}-42-{hashlib.sha256(b'n0nce-abc').hexdigest()[:32]}"
+    assert "n0nce" not in email.idempotency_id
+    [link] = [href for href in _parse(email.html).hrefs if href.startswith(f"{SITE}{path}?token=")]
+    assert link in email.text
+    token = link.split("token=")[1]
+    assert verify(SECRET, purpose, token, now=ACCOUNT_EXPIRES - 1) == "n0nce-abc"
+    with pytest.raises(ExpiredToken):
+        verify(SECRET, purpose, token, now=ACCOUNT_EXPIRES + 1)
+    other = RESET_PASSWORD if purpose == VERIFY_EMAIL else VERIFY_EMAIL
+    with pytest.raises(InvalidToken, match="bad signature"):
+        verify(SECRET, other, token, now=ACCOUNT_EXPIRES - 1)
+    assert "The link works once, until 4:04 PM Arizona time on Tue, Nov 24." in email.text
+    # Transactional: nothing to unsubscribe from, and alerts being off must not block it.
+    assert email.headers == {}
+
+
+def test_already_registered_points_to_log_in_and_reset_and_carries_no_token() -> None:
+    email = _render_account(_account("already_registered"))
+
+    assert email.subject == "Someone tried to register with your address"
+    assert email.idempotency_id == f"account-already_registered-42-{int(SCRAPED_AT * 1000)}"
+    assert "token=" not in email.text + email.html
+    assert _parse(email.html).hrefs == [f"{SITE}/", f"{SITE}/#forgot"]
+    for part in (email.text, _visible_text(email)):
+        assert "Someone tried to create a PickMyClass account with sparky@asu.edu" in part
+        assert "log in with your password, or reset your password" in part
+
+
+def test_account_emails_escape_the_address_in_html() -> None:
+    email = _render_account(_account("verify", to="<b>x</b>@asu.edu"))
+
+    assert "<b>x</b>@asu.edu" in email.text
+    assert "b" not in _parse(email.html).tags
+    assert "<b>x</b>@asu.edu" in _visible_text(email)
+
+
+@pytest.mark.parametrize("kind", ["verify", "reset", "already_registered"])
+def test_account_rendering_is_deterministic(kind: AccountEmailKind) -> None:
+    assert _render_account(_account(kind)) == _render_account(_account(kind))
 
 
 def test_rendering_is_deterministic_so_a_retry_sends_the_same_bytes() -> None:

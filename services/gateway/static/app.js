@@ -219,11 +219,47 @@ function wireForms() {
     const form = event.target;
     const action = event.submitter ? event.submitter.value : "login";
     const body = { email: form.email.value.trim(), password: form.password.value };
+    $("#unverified").hidden = true;
     try {
-      const user = await api("POST", `/api/v1/auth/${action}`, body);
-      form.reset();
-      showMessage(action === "register" ? "Welcome! Add a class number to start watching." : "", true);
-      await showUser(user);
+      const answer = await api("POST", `/api/v1/auth/${action}`, body);
+      form.password.value = "";
+      if (action === "register") {
+        // 202 whether the address is new or taken: the inbox says which, never the page.
+        showMessage(`${answer.message}. We wrote to ${body.email}.`, true);
+        return;
+      }
+      showMessage("", true);
+      await showUser(answer);
+    } catch (error) {
+      showMessage(error.message);
+      // The password was right, but the address was never verified: offer a new link.
+      if (error.status === 403) $("#unverified").hidden = false;
+    }
+  });
+
+  $("#resend").addEventListener("click", async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
+    try {
+      const answer = await api("POST", "/api/v1/auth/verification/resend", { email: $("#auth-form").email.value.trim() });
+      showMessage(answer.message, true);
+      $("#unverified").hidden = true;
+    } catch (error) {
+      showMessage(error.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $("#show-forgot").addEventListener("click", () => showForgot($("#forgot").hidden));
+
+  $("#forgot-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    try {
+      const answer = await api("POST", "/api/v1/auth/password/forgot", { email: form.email.value.trim() });
+      showMessage(answer.message, true);
+      showForgot(false);
     } catch (error) {
       showMessage(error.message);
     }
@@ -255,7 +291,28 @@ function wireForms() {
   });
 }
 
+function showForgot(open) {
+  $("#forgot").hidden = !open;
+  $("#show-forgot").setAttribute("aria-expanded", String(open));
+  if (open) {
+    const forgot = $("#forgot-form").email;
+    if (!forgot.value) forgot.value = $("#auth-form").email.value.trim();
+    forgot.focus();
+  }
+}
+
+// What the emailed links leave in the address: `/?verified=1` after a verification link logged the student
+// in, `/#forgot` from "someone tried to register with your address". Read once, then cleared, so a reload
+// does not repeat it.
+function readArrival() {
+  const verified = new URLSearchParams(window.location.search).get("verified") === "1";
+  const forgot = window.location.hash === "#forgot";
+  if (verified || forgot) window.history.replaceState(null, "", "/");
+  return { verified, forgot };
+}
+
 async function start() {
+  const arrival = readArrival();
   wireForms();
   wireEmailToggle();
   try {
@@ -274,6 +331,8 @@ async function start() {
   } catch (error) {
     showMessage(error.message);
   }
+  if (user && arrival.verified) showMessage("Your email address is verified. Add a class number to start watching.", true);
+  if (!user && arrival.forgot) showForgot(true);
 }
 
 document.addEventListener("DOMContentLoaded", start);

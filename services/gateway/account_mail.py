@@ -1,0 +1,210 @@
+"""What the gateway does to have an account email sent: throttle, store a single-use token, publish.
+
+The notifier sends every email. The gateway stores a token (only the SHA-256 of its nonce) and publishes an
+`AccountEmail` naming the nonce; the notifier signs the nonce with SECRET_KEY into the link. The email is
+published before the token's transaction commits, so a stored token always has its email on the way; if
+the publish fails, nothing is stored and the student asks again.
+
+Throttles are fixed windows in Redis, in the same shape as the log-in lock: per address (hashed, so Redis
+holds no addresses), so that no one can flood an inbox through these endpoints, and per client address for
+the endpoints themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+import structlog
+from asyncpg.pool import PoolConnectionProxy
+from litestar import Request
+from litestar.exceptions import HTTPException
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+
+from shared.events import AccountEmail, AccountEmailKind, encode
+from shared.streams import Topology
+
+log = structlog.get_logger()
+
+# The kinds of account email that carry a link, and so a token.
+TokenPurpose = Literal["verify", "reset"]
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    seconds: int
+
+
+# Per address and kind of email: a few verification or reset emails an hour is plenty for a student who
+# lost one; "someone tried to register with your address" once per 15 minutes at most.
+ADDRESS_LIMITS: dict[AccountEmailKind, Limit] = {
+    "verify": Limit(3, 3600),
+    "reset": Limit(3, 3600),
+    "already_registered": Limit(1, 15 * 60),
+}
+# Per address, all kinds together: what any address can receive from these endpoints in a day.
+ADDRESS_DAILY = Limit(10, 24 * 3600)
+# Per client address, over register, resend and forgot together.
+CLIENT_LIMIT = Limit(30, 15 * 60)
+
+TOKEN_TTL: dict[TokenPurpose, int] = {"verify": 24 * 3600, "reset": 3600}
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def address_digest(email: str) -> str:
+    """Addresses are unique case-insensitively, and so are their throttles."""
+    return digest(email.strip().lower())
+
+
+async def spend(redis: Redis, key: str, limit: Limit) -> tuple[bool, int]:
+    """Count one use of `key` in its window: (still within the limit, seconds until the window ends)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=limit.seconds, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, used, ttl = await pipe.execute()
+    return int(used) <= limit.count, max(1, int(ttl))
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    # The peer as uvicorn sees it. Forwarded headers are not trusted here: a client could name any
+    # address in them (the stack notes' rule); behind a proxy, uvicorn's forwarded_allow_ips sets the peer.
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def throttle_client(redis: Redis, namespace: str, request: Request[Any, Any, Any]) -> None:
+    """429 once one client address has made too many account-email requests in the window."""
+    key = f"{namespace}:account-client:{digest(client_address(request))}"
+    allowed, retry_after = await spend(redis, key, CLIENT_LIMIT)
+    if not allowed:
+        raise HTTPException(
+            status_code=429,
+            detail="too many requests from your network: try again in a few minutes",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+async def address_allows(redis: Redis, namespace: str, kind: AccountEmailKind, email: str) -> bool:
+    """Whether one more email of `kind` may go to this address now (counted when it may)."""
+    address = address_digest(email)
+    allowed, _ = await spend(redis, f"{namespace}:account-mail:{kind}:{address}", ADDRESS_LIMITS[kind])
+    if not allowed:
+        return False
+    allowed, _ = await spend(redis, f"{namespace}:account-mail:day:{address}", ADDRESS_DAILY)
+    return allowed
+
+
+def nonce_hash(nonce: str) -> bytes:
+    return hashlib.sha256(nonce.encode()).digest()
+
+
+INSERT_TOKEN = """
+INSERT INTO account_token (user_id, purpose, nonce_hash, expires_at)
+VALUES ($1, $2, $3, to_timestamp($4))
+"""
+# Tokens whose link expired a day ago can no longer be named by anyone (the signature expired too).
+DELETE_OLD_TOKENS = "DELETE FROM account_token WHERE user_id = $1 AND expires_at < now() - interval '1 day'"
+
+
+async def publish(js: JetStreamContext, topology: Topology, event: AccountEmail) -> None:
+    # The message id is what the email is: a retried publish of the same request is stored once. It is
+    # logged with every retry, so it names the nonce by its digest.
+    what = digest(event.nonce)[:32] if event.nonce else str(int(event.requested_at * 1000))
+    msg_id = f"account:{event.kind}:{event.user_id}:{what}"
+    await js.publish(topology.account_subject(event.kind), encode(event), headers={"Nats-Msg-Id": msg_id})
+
+
+async def send_link(
+    conn: Conn,
+    js: JetStreamContext,
+    topology: Topology,
+    *,
+    kind: TokenPurpose,
+    user_id: int,
+    to: str,
+) -> None:
+    """Store a fresh single-use token for `user_id` and publish the email carrying its link. Call inside a
+    transaction: the publish comes first, so a failed publish rolls the token back."""
+    now = time.time()
+    nonce = secrets.token_urlsafe(32)
+    expires_at = now + TOKEN_TTL[kind]
+    await conn.execute(DELETE_OLD_TOKENS, user_id)
+    await conn.execute(INSERT_TOKEN, user_id, kind, nonce_hash(nonce), expires_at)
+    event = AccountEmail(
+        kind=kind,
+        user_id=user_id,
+        to=to,
+        nonce=nonce,
+        expires_at=expires_at,
+        requested_at=now,
+    )
+    await publish(js, topology, event)
+    log.info("account email requested", kind=kind, user_id=user_id)
+
+
+async def send_notice(js: JetStreamContext, topology: Topology, *, user_id: int, to: str) -> None:
+    """Tell the owner of `to` that someone tried to register it again (no token: nothing to click)."""
+    event = AccountEmail(kind="already_registered", user_id=user_id, to=to, requested_at=time.time())
+    await publish(js, topology, event)
+    log.info("account email requested", kind="already_registered", user_id=user_id)
+
+
+@dataclass(frozen=True)
+class Spent:
+    user_id: int
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """Why a token cannot be used: `invalid` (never issued, or not for this), `used` or `expired`."""
+
+    reason: str
+
+
+SPEND_TOKEN = """
+UPDATE account_token SET used_at = now()
+WHERE nonce_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()
+RETURNING user_id
+"""
+TOKEN_STATE = (
+    "SELECT used_at, expires_at > now() AS live FROM account_token WHERE nonce_hash = $1 AND purpose = $2"
+)
+
+
+async def token_state(
+    conn: Conn | asyncpg.Pool,
+    purpose: TokenPurpose,
+    nonce: str,
+) -> Unusable | None:
+    """Why the token cannot be used, or None while it can (read only: showing a form spends nothing)."""
+    row = await conn.fetchrow(TOKEN_STATE, nonce_hash(nonce), purpose)
+    if row is None:
+        return Unusable("invalid")
+    if row["used_at"] is not None:
+        return Unusable("used")
+    if not row["live"]:
+        return Unusable("expired")
+    return None
+
+
+async def spend_token(
+    conn: Conn,
+    purpose: TokenPurpose,
+    nonce: str,
+) -> Spent | Unusable:
+    """Use the token once: one statement marks it used only if it is unused and unexpired, so two
+    concurrent requests with the same link cannot both succeed."""
+    user_id = await conn.fetchval(SPEND_TOKEN, nonce_hash(nonce), purpose)
+    if user_id is not None:
+        return Spent(int(user_id))
+    return await token_state(conn, purpose, nonce) or Unusable("used")
