@@ -1,11 +1,8 @@
 """Resend webhooks as Resend sends them, for tests and development; never part of a production image.
 
 Builds the real wire format (`{"type": "email.delivered", "created_at": ..., "data": {"email_id", "to",
-...}}`), signs it the way Svix does, and POSTs it with the `svix-id`, `svix-timestamp` and
-`svix-signature` headers. The signature is computed by the Resend SDK's own HMAC helper (the one
-`resend.Webhooks.verify` checks with); this module only lays out the signed content as the Svix spec
-says: `{svix-id}.{svix-timestamp}.{body}`, keyed with the base64 part of the `whsec_` secret
-(https://docs.svix.com/receiving/verifying-payloads/how-manual).
+...}}`), signs it as Svix does (with the Standard Webhooks library, the scheme Svix implements), and
+POSTs it with the `svix-id`, `svix-timestamp` and `svix-signature` headers.
 
     python -m devtools.resend_webhooks --type email.bounced --email-id <id> --to sparky@asu.edu \\
         [--url http://localhost:8000/api/v1/webhooks/resend]    # secret: RESEND_WEBHOOK_SECRET
@@ -26,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import resend
+import standardwebhooks
 
 PATH = "/api/v1/webhooks/resend"
 
@@ -43,11 +40,13 @@ def new_msg_id() -> str:
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The `svix-signature` header value (`v1,<base64 HMAC-SHA256>`) for this id, timestamp and body."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    content = f"{msg_id}.{timestamp}.".encode() + body
-    signature: str = resend.Webhooks._generate_signature(key, content)
-    return f"v1,{signature}"
+    """The `svix-signature` header value (`v1,<base64 HMAC-SHA256>`) for this id, timestamp and body,
+    from the Standard Webhooks library (the scheme Svix and so Resend use)."""
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    # The scheme signs text; a body that is not UTF-8 (a hostile test) is refused before any check anyway.
+    text = body.decode("utf-8", errors="replace")
+    signature: str = standardwebhooks.Webhook(secret).sign(msg_id, moment, text)
+    return signature
 
 
 def signed_headers(

@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     resend_api_url: str = "https://api.resend.com"
     # One budget for every notifier replica (Resend's default team limit is 2 requests/s).
     resend_requests_per_second: float = 2.0
+    # The longest wait between two tries of an email while the provider is down or refusing us.
+    email_retry_max_seconds: float = 300.0
     # Svix signing secret of the Resend webhook (`whsec_...`); without it the webhook endpoint refuses all.
     resend_webhook_secret: str = ""
     email_from: str = "PickMyClass <alerts@pickmyclass.app>"
@@ -72,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The workers (scheduler, scraper, detector, notifier) serve /healthz, /readyz and /metrics here;
     # 0: any free port.
     health_port: int = 9100
+    # The gateway believes X-Forwarded-For only from these proxies (comma-separated addresses or CIDRs, or
+    # "*" when only the ingress can reach the gateway); empty: the peer address is the client.
+    trusted_proxies: str = ""
     # For `pmc status`: the services' readiness URLs, `name=url` separated by commas (make run writes them).
     health_urls: str = ""
     # Copies of each JetStream stream: 1 on a single server, 3 on a clustered NATS.
@@ -100,7 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _INT_FIELDS = {"check_interval_seconds", "gateway_port", "health_port", "nats_stream_replicas"}
-_FLOAT_FIELDS = {"resend_requests_per_second"}
+_FLOAT_FIELDS = {"resend_requests_per_second", "email_retry_max_seconds"}
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +136,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+    if settings.email_retry_max_seconds <= 0:
+        raise SettingsError("EMAIL_RETRY_MAX_SECONDS must be more than 0")
     if settings.resend_requests_per_second <= 0:
         raise SettingsError("RESEND_REQUESTS_PER_SECOND must be more than 0")
     if settings.check_interval_seconds < 1:

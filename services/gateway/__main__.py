@@ -61,7 +61,11 @@ def main() -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        proxy_headers=False,
+        # X-Forwarded-For is believed only from the proxies named in TRUSTED_PROXIES: otherwise anyone could
+        # pick the address the per-network throttles count, and behind an ingress every student would share
+        # the ingress's address.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
     GatewayServer(config, app).run()
     return 0

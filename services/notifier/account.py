@@ -28,15 +28,13 @@ from services.notifier.backends import (
     ProviderUnavailable,
     Refused,
     Sent,
-    create_backend,
 )
 from services.notifier.email import render_account
 from services.notifier.provider import ProviderState
-from shared.db import Pool, create_pool
+from shared.db import Pool
 from shared.delivery import Settler
 from shared.events import AccountEmail
 from shared.metrics import EMAILS_FAILED, EMAILS_SENT
-from shared.service import ServiceContext
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
@@ -131,12 +129,3 @@ class AccountMailer:
         await self._backend.aclose()
         if self._pool is not None:
             await self._pool.close()
-
-
-async def make_account_mailer(ctx: ServiceContext) -> AccountMailer:
-    settings = ctx.settings
-    settings.require_email_backend()
-    # Small: only the outbox backend (development) writes through it.
-    pool = await create_pool(settings.database_url, max_size=2)
-    backend = create_backend(settings, pool)
-    return AccountMailer(backend, ctx.nc.jetstream(), ctx.topology, ctx.consumer, settings, pool=pool)

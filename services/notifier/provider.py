@@ -23,6 +23,11 @@ log = structlog.get_logger()
 BACKOFF_SECONDS = (5.0, 15.0, 60.0, 120.0, 300.0)
 
 
+def capped(delays: tuple[float, ...], cap: float) -> tuple[float, ...]:
+    """A retry schedule whose waits never exceed `cap` (EMAIL_RETRY_MAX_SECONDS)."""
+    return tuple(min(delay, cap) for delay in delays)
+
+
 @dataclass
 class ProviderState:
     clock: Callable[[], float] = time.monotonic

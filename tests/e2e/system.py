@@ -127,6 +127,9 @@ def system_env(
         RESEND_API_URL=resend_url,
         EMAIL_FROM="PickMyClass <alerts@pickmyclass.test>",
         CHECK_INTERVAL_SECONDS="1",
+        # Provider outages are retried every second here, not every 5 minutes: an outage longer than any
+        # fixed retry budget fits in a test.
+        EMAIL_RETRY_MAX_SECONDS="1",
         GATEWAY_PORT=str(port),
         SITE_URL=f"http://127.0.0.1:{port}",
         SECRET_KEY="e2e-secret-key-0123456789abcdef",

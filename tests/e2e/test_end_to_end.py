@@ -264,6 +264,39 @@ async def test_a_notifier_killed_mid_send_loses_and_doubles_nothing(world: World
         await carol.aclose()
 
 
+async def test_a_provider_outage_longer_than_any_retry_budget_loses_and_doubles_nothing(world: World) -> None:
+    """Twelve failed provider calls in a row (changes used to be dead-lettered after ten deliveries): the
+    opening is retried until the provider is back, then emailed once; nothing reaches the dead letters."""
+    await add_section(world, "70004")
+    dora = await student(world, "dora@asu.test")
+    try:
+        await watch(dora, "70004")
+        await eventually(lambda: seen(dora, "70004"), "the section's first check")
+        calls = await resend_fake.fetch_send_calls(world.resend_url)
+        outage = 12
+        await resend_fake.set_faults(world.resend_url, 503, count=outage)
+        await change_section(world, "70004", enrl_tot=97)
+        await eventually(lambda: _calls_above(world, calls + outage), "the outage to be lived through", 120)
+        await eventually(
+            lambda: emails_to(world, "dora@asu.test", "Seat available"), "the seat email after the outage"
+        )
+        await settled(world, "70004")
+        assert len(await emails_to(world, "dora@asu.test", "Seat available")) == 1
+        assert await _dead_letters(world) == 0
+    finally:
+        await resend_fake.set_faults(world.resend_url, 503, count=0)
+        await dora.aclose()
+
+
+async def _dead_letters(world: World) -> int:
+    nc = await connect_nats(world.system.env["NATS_URL"], "e2e-probe")
+    try:
+        info = await nc.jetstream().stream_info(world.topology.dead_stream)
+    finally:
+        await nc.close()
+    return int(info.state.messages)
+
+
 async def _count(world: World, address: str, prefix: str, expected: int) -> bool:
     return len(await emails_to(world, address, prefix)) >= expected
 

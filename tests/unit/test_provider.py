@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+import asyncpg
 import pytest
 from resend.exceptions import ResendError
 
-from services.notifier.backends import _outcomes, classify
+from services.gateway.app import create_app
+from services.notifier.backends import _outcomes, classify, create_backend
 from services.notifier.budget import rate_item
 from services.notifier.outcomes import ProviderRefused, ProviderUnavailable, Refused, Sent
-from services.notifier.provider import ProviderState
+from services.notifier.provider import ProviderState, capped
 from shared.health import NotReady
 from shared.settings import SettingsError, load_settings
 
@@ -80,3 +84,19 @@ def test_an_email_backend_must_be_chosen_explicitly() -> None:
     assert load_settings({"RESEND_API_KEY": "re_x"}).require_email_backend() == "resend"
     with pytest.raises(SettingsError, match="RESEND_REQUESTS_PER_SECOND"):
         load_settings({"RESEND_REQUESTS_PER_SECOND": "0"})
+
+
+def test_the_gateway_and_the_notifier_refuse_to_start_without_a_chosen_backend() -> None:
+    """A production start with neither RESEND_API_KEY nor EMAIL_BACKEND=outbox: no silent dev outbox."""
+    settings = load_settings({"SECRET_KEY": "s" * 32})
+    with pytest.raises(SettingsError, match="no email backend chosen"):
+        create_app(settings)
+    with pytest.raises(SettingsError, match="no email backend chosen"):
+        create_backend(settings, cast(asyncpg.Pool, None))
+
+
+def test_the_retry_cap_bounds_every_wait() -> None:
+    assert capped((5.0, 15.0, 300.0), 60.0) == (5.0, 15.0, 60.0)
+    assert load_settings({}).email_retry_max_seconds == 300.0
+    with pytest.raises(SettingsError, match="EMAIL_RETRY_MAX_SECONDS"):
+        load_settings({"EMAIL_RETRY_MAX_SECONDS": "0"})
