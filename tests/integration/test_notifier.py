@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -45,6 +46,32 @@ async def publish_change(
     js: JetStreamContext, topology: Topology, kind: str, key: str, **state: object
 ) -> None:
     await js.publish(topology.change_subject(kind), encode(change(kind, key, **state)))
+
+
+@asynccontextmanager
+async def marking_sent_fails_once(db: asyncpg.Pool) -> AsyncIterator[None]:
+    """Recording a send fails once inside PostgreSQL itself, after the provider took the emails."""
+    await db.execute(
+        """
+        CREATE SEQUENCE fail_once;
+        CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            -- nextval survives the rollback that the exception causes: the failure happens once.
+            IF nextval('fail_once') = 1 THEN
+                RAISE EXCEPTION 'injected failure';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_once BEFORE UPDATE ON notification FOR EACH ROW
+            WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION fail_once();
+        """
+    )
+    try:
+        yield
+    finally:
+        await db.execute(
+            "DROP TRIGGER fail_once ON notification; DROP FUNCTION fail_once; DROP SEQUENCE fail_once"
+        )
 
 
 def resend_backend(settings: Settings, url: str) -> ResendBackend:
@@ -151,22 +178,7 @@ async def test_a_database_failure_while_sending_loses_and_doubles_nothing(
     for number in range(3):
         await add_watcher(db, f"student{number}@example.edu")
     # A real failure inside PostgreSQL: recording the sends fails once, after the emails went out.
-    await db.execute(
-        """
-        CREATE SEQUENCE fail_once;
-        CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            -- nextval survives the rollback that the exception causes: the failure happens once.
-            IF nextval('fail_once') = 1 THEN
-                RAISE EXCEPTION 'injected failure';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER fail_once BEFORE UPDATE ON notification FOR EACH ROW
-            WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION fail_once();
-        """
-    )
-    try:
+    async with marking_sent_fails_once(db):
         handler = Notifier(db, OutboxBackend(db), js, topology, consumer, settings)
         await publish_change(js, topology, "seat_opened", "s1")
         await handler.handle(await fetch(js, consumer))
@@ -178,10 +190,6 @@ async def test_a_database_failure_while_sending_loses_and_doubles_nothing(
         ), "claims given back with their batch, not left held"
         [retry] = await fetch(js, consumer)
         await handler.handle([retry])
-    finally:
-        await db.execute(
-            "DROP TRIGGER fail_once ON notification; DROP FUNCTION fail_once; DROP SEQUENCE fail_once"
-        )
     assert await outbox(db) == [f"student{n}@example.edu" for n in range(3)]
     assert await db.fetchval("SELECT count(*) FROM notification WHERE sent_at IS NOT NULL") == 3
 
@@ -303,21 +311,7 @@ async def test_a_crash_after_the_provider_accepted_then_a_different_grouping_sen
     consumer = await quick_redelivery(js, topology, topology.notifier)
     await add_watcher(db, "ada@example.edu", class_nbr="11111")
     await add_watcher(db, "bob@example.edu", class_nbr="22222")
-    await db.execute(
-        """
-        CREATE SEQUENCE fail_once;
-        CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF nextval('fail_once') = 1 THEN
-                RAISE EXCEPTION 'injected failure';
-            END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER fail_once BEFORE UPDATE ON notification FOR EACH ROW
-            WHEN (OLD.sent_at IS NULL AND NEW.sent_at IS NOT NULL) EXECUTE FUNCTION fail_once();
-        """
-    )
-    try:
+    async with marking_sent_fails_once(db):
         handler = Notifier(db, resend_backend(settings, resend_url), js, topology, consumer, settings)
         await publish_change(js, topology, "seat_opened", "a1", class_nbr="11111")
         await publish_change(js, topology, "seat_opened", "b1", class_nbr="22222")
@@ -326,10 +320,6 @@ async def test_a_crash_after_the_provider_accepted_then_a_different_grouping_sen
         first, second = await fetch(js, consumer, count=2)
         await handler.handle([second])
         await handler.handle([first])
-    finally:
-        await db.execute(
-            "DROP TRIGGER fail_once ON notification; DROP FUNCTION fail_once; DROP SEQUENCE fail_once"
-        )
     emails = await resend_fake.fetch_emails(resend_url)
     assert sorted(e["to"][0] for e in emails) == ["ada@example.edu", "bob@example.edu"]
     assert len({e["idempotency_key"] for e in emails}) == 1
