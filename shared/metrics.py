@@ -83,6 +83,18 @@ EMAILS_FAILED = Counter(
     "Emails not accepted, by kind and reason (refused: the address; transient: retried later).",
     ["kind", "reason"],
 )
+EMAIL_FAILURE_REASONS = ("refused", "transient")
+
+
+def export_email_kinds(kinds: tuple[str, ...]) -> None:
+    """Export the email counters of these kinds at 0 from the start, so an alert on increase() sees the
+    first one."""
+    for kind in kinds:
+        EMAILS_SENT.labels(kind)
+        for reason in EMAIL_FAILURE_REASONS:
+            EMAILS_FAILED.labels(kind, reason)
+
+
 OPEN_TO_EMAIL_SECONDS = Histogram(
     "pmc_open_to_email_seconds",
     "From the snapshot that saw a seat open (scraped_at) to the provider accepting its email.",

@@ -16,6 +16,7 @@ A link that expired while the provider was down is not sent at all: it would ope
 from __future__ import annotations
 
 import time
+from typing import get_args
 
 import asyncpg
 import structlog
@@ -33,14 +34,12 @@ from services.notifier.email import render_account
 from services.notifier.provider import ProviderState
 from shared.db import Pool
 from shared.delivery import Settler
-from shared.events import AccountEmail
-from shared.metrics import EMAILS_FAILED, EMAILS_SENT
+from shared.events import AccountEmail, AccountEmailKind
+from shared.metrics import EMAILS_FAILED, EMAILS_SENT, export_email_kinds
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
-
-KINDS = ("verify", "reset", "already_registered")
 
 
 class AccountMailer:
@@ -65,10 +64,7 @@ class AccountMailer:
         self._site_url = settings.site_url
         self._secret = settings.require_secret_key()
         self._sender = settings.email_from
-        for kind in KINDS:
-            EMAILS_SENT.labels(kind)
-            for reason in ("refused", "transient"):
-                EMAILS_FAILED.labels(kind, reason)
+        export_email_kinds(get_args(AccountEmailKind))
 
     async def handle(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, AccountEmail]] = []
@@ -77,11 +73,7 @@ class AccountMailer:
                 decoded.append((msg, event))
         beat = time.monotonic()
         for index, (msg, event) in enumerate(decoded):
-            if pause := self.provider.paused():
-                # The provider failed a moment ago: the rest wait out the pause without spending a request.
-                error = ProviderUnavailable(f"paused after the email provider failed: {self.provider.reason}")
-                for waiting, _ in decoded[index:]:
-                    await self.settler.fail(waiting, error, transient=True, at_least=pause)
+            if await self.provider.hold_back(self.settler, [waiting for waiting, _ in decoded[index:]]):
                 return
             if time.monotonic() - beat > self._heartbeat:
                 # A slow provider must not let the ack wait of the messages still in hand run out: another

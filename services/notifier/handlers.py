@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
+from typing import get_args
 
 import asyncpg
 import structlog
@@ -41,17 +42,14 @@ from services.notifier.provider import ProviderState
 from services.notifier.recipients import eligible_watchers, told_about_opening
 from shared.db import Pool
 from shared.delivery import Settler
-from shared.events import SectionChange
-from shared.metrics import EMAILS_FAILED, EMAILS_SENT, OPEN_TO_EMAIL_SECONDS
+from shared.events import ChangeKind, SectionChange
+from shared.metrics import EMAILS_FAILED, EMAILS_SENT, OPEN_TO_EMAIL_SECONDS, export_email_kinds
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
 
 Heartbeat = Callable[[], Awaitable[None]]
-
-# The kinds a watch may be emailed about, with the reasons an email can fail: exported at 0 from the start.
-_METRIC_KINDS = ("seat_opened", "instructor_changed", "seat_filled", "waitlist_opened", "section_cancelled")
 
 
 class ClaimsPending(Exception):
@@ -77,10 +75,7 @@ class Notifier:
         self._site_url = settings.site_url
         self._secret = settings.require_secret_key()
         self._sender = settings.email_from
-        for kind in _METRIC_KINDS:
-            EMAILS_SENT.labels(kind)
-            for reason in ("refused", "transient"):
-                EMAILS_FAILED.labels(kind, reason)
+        export_email_kinds(get_args(ChangeKind))
 
     async def handle(self, msgs: list[Msg]) -> None:
         decoded: list[tuple[Msg, SectionChange]] = []
@@ -89,11 +84,7 @@ class Notifier:
                 decoded.append((msg, change))
         if not decoded:
             return
-        if pause := self.provider.paused():
-            # The provider failed a moment ago: these wait out the pause without spending a request.
-            error = ProviderUnavailable(f"paused after the email provider failed: {self.provider.reason}")
-            for msg, _ in decoded:
-                await self.settler.fail(msg, error, transient=True, at_least=pause)
+        if await self.provider.hold_back(self.settler, [msg for msg, _ in decoded]):
             return
 
         async def still_working() -> None:

@@ -8,12 +8,14 @@ the provider accepts again. One success clears it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from nats.aio.msg import Msg
 
 from services.notifier.outcomes import ProviderRefused, ProviderUnavailable
+from shared.delivery import Settler
 from shared.health import Check, NotReady
 
 log = structlog.get_logger()
@@ -62,6 +64,17 @@ class ProviderState:
     def paused(self) -> float:
         """Seconds this replica should still wait before calling the provider (0: go ahead)."""
         return max(0.0, self.pause_until - self.clock())
+
+    async def hold_back(self, settler: Settler, msgs: Sequence[Msg]) -> bool:
+        """While paused, give `msgs` back to be retried after the pause, without spending a request on
+        them; returns whether it did."""
+        pause = self.paused()
+        if not pause:
+            return False
+        error = ProviderUnavailable(f"paused after the email provider failed: {self.reason}")
+        for msg in msgs:
+            await settler.fail(msg, error, transient=True, at_least=pause)
+        return True
 
     def check(self) -> Check:
         async def provider() -> None:
