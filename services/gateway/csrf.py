@@ -29,7 +29,10 @@ def is_json(content_type: str) -> bool:
 
 
 async def require_json(request: Request[Any, Any, Any]) -> None:
-    """`before_request` hook: reject a state-changing API call that is not JSON with 415."""
+    """`before_request` hook: reject a state-changing API call that is not JSON with 415, and any path
+    with a NUL character with 400 (no file or route has one; the static files router would fail on it)."""
+    if "\x00" in request.url.path:
+        raise HTTPException(status_code=400, detail="the path holds a NUL character")
     headers = request.headers
     has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
     if needs_json(request.method, request.url.path, has_body) and not is_json(

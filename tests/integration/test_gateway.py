@@ -424,3 +424,10 @@ async def test_an_internal_error_is_a_short_json_500(
     response = await client.get("/api/v1/watches")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error"}
+
+
+async def test_a_nul_character_in_a_path_is_refused_not_a_server_error(client: Client) -> None:
+    for path in ("/static/%00", "/static/app.js%00.map"):
+        response = await client.get(path)
+        assert response.status_code == 400, path
+        assert "the path holds a NUL character" in response.text
