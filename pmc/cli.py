@@ -135,6 +135,17 @@ async def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def sequence(text: str) -> int:
+    """A stream sequence number as JetStream has them (1 to 2^64 - 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sequence number") from None
+    if not 1 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"{text} is not a sequence number (1 to 2^64 - 1)")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pmc", description="Operate PickMyClass.")
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -147,9 +158,9 @@ def parser() -> argparse.ArgumentParser:
     dlq_commands = dlq_cmd.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_commands.add_parser("list", help="every dead letter, oldest first")
     show = dlq_commands.add_parser("show", help="one dead letter with its data")
-    show.add_argument("seq", type=int, metavar="SEQ")
+    show.add_argument("seq", type=sequence, metavar="SEQ")
     replay = dlq_commands.add_parser("replay", help="publish letters again to their original subject")
-    replay.add_argument("seq", type=int, nargs="*", metavar="SEQ")
+    replay.add_argument("seq", type=sequence, nargs="*", metavar="SEQ")
     replay.add_argument("--all", action="store_true", help="every letter in the stream")
     replay.add_argument("--keep", action="store_true", help="leave the letters in the dead-letter stream")
     dlq_cmd.set_defaults(run=cmd_dlq)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -11,7 +11,7 @@ import structlog
 from litestar import Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
-from litestar.params import FromPath
+from litestar.params import PathParameter
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
@@ -190,10 +190,14 @@ async def add_watch(
     return watch_out(row)
 
 
+# A watch id as PostgreSQL stores it (bigint): a larger number is refused with 400, not sent to the query.
+WatchId = Annotated[int, PathParameter(ge=1, le=2**63 - 1)]
+
+
 @patch("/api/v1/watches/{watch_id:int}", request_max_body_size=16 * 1024)
 async def update_watch(
     request: Request[Any, Any, Any],
-    watch_id: FromPath[int],
+    watch_id: WatchId,
     user_id: NamedDependency[int],
     pool: NamedDependency[asyncpg.Pool],
     nc: NamedDependency[Client],
@@ -225,7 +229,7 @@ async def update_watch(
 
 @delete("/api/v1/watches/{watch_id:int}", status_code=204)
 async def delete_watch(
-    watch_id: FromPath[int],
+    watch_id: WatchId,
     user_id: NamedDependency[int],
     pool: NamedDependency[asyncpg.Pool],
     nc: NamedDependency[Client],

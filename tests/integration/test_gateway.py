@@ -431,3 +431,14 @@ async def test_a_nul_character_in_a_path_is_refused_not_a_server_error(client: C
         response = await client.get(path)
         assert response.status_code == 400, path
         assert "the path holds a NUL character" in response.text
+
+
+async def test_watch_ids_beyond_what_the_database_holds_are_refused_not_a_server_error(
+    client: Client, register: Register
+) -> None:
+    await register(client)
+    for huge in ("9223372036854775808", "99999999999999999999999", "0", "-1"):
+        deleted = await client.delete(f"/api/v1/watches/{huge}")
+        patched = await client.patch(f"/api/v1/watches/{huge}", json={"alerts": {}})
+        assert (deleted.status_code, patched.status_code) == (400, 400), huge
+    assert (await client.delete("/api/v1/watches/9223372036854775807")).status_code == 404

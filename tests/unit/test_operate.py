@@ -107,3 +107,10 @@ def test_the_cli_requires_a_command_and_knows_them_all() -> None:
         ["admin", "promote", "a@b.edu"],
     ):
         assert parser().parse_args(argv).run is not None
+
+
+def test_sequence_numbers_outside_jetstreams_range_are_refused_by_the_cli() -> None:
+    for bad in (["dlq", "show", "0"], ["dlq", "show", "18446744073709551616"], ["dlq", "replay", "x"]):
+        with pytest.raises(SystemExit):
+            parser().parse_args(bad)
+    assert parser().parse_args(["dlq", "show", "18446744073709551615"]).seq == 2**64 - 1
