@@ -18,14 +18,15 @@ DEFAULT_ALERTS: dict[str, bool] = {
     "waitlist_opened": False,
 }
 
-# The change that triggers each alert. A cancelled section is always told (once), whatever the choices.
+# The change that triggers each alert. A cancelled or vanished section is always told (once), whatever the
+# choices: it ends the watch.
 ALERT_OF_CHANGE: dict[ChangeKind, AlertKind] = {
     "seat_opened": "seat_opened",
     "instructor_changed": "instructor_changed",
     "seat_filled": "closed_again",
     "waitlist_opened": "waitlist_opened",
 }
-ALWAYS_TOLD: frozenset[ChangeKind] = frozenset({"section_cancelled"})
+ALWAYS_TOLD: frozenset[ChangeKind] = frozenset({"section_cancelled", "section_gone"})
 
 
 def wants(alerts: dict[str, bool], kind: ChangeKind) -> bool:

@@ -13,9 +13,16 @@ SCHEMA_VERSION = 1
 
 # seat_opened: 0 → >0 open seats in an active section; seat_filled: >0 → 0; instructor_changed: Staff →
 # named, or the names change; waitlist_opened: a full section's full waitlist gets room; section_cancelled:
-# an active section turns inactive (CLASSSTAT other than A), told once, then no longer checked.
+# an active section turns inactive (CLASSSTAT other than A), told once, then no longer checked;
+# section_gone: the class search has not listed the section in 3 consecutive windows (and that was no
+# not-found storm), told once, then no longer checked until it is seen again.
 ChangeKind = Literal[
-    "seat_opened", "seat_filled", "instructor_changed", "waitlist_opened", "section_cancelled"
+    "seat_opened",
+    "seat_filled",
+    "instructor_changed",
+    "waitlist_opened",
+    "section_cancelled",
+    "section_gone",
 ]
 
 
@@ -28,6 +35,18 @@ class CheckSection(Event, frozen=True, kw_only=True):
 
     term: str
     class_nbr: str
+    window: int
+    requested_at: float
+
+
+class CheckCourse(Event, frozen=True, kw_only=True):
+    """Scheduler → scraper: look the whole course up now (one search, every page), and report every section
+    of it. `class_nbrs` are the watched sections due in it: those the answer lacks are reported missing."""
+
+    term: str
+    subject: str
+    catalog_nbr: str
+    class_nbrs: tuple[str, ...]
     window: int
     requested_at: float
 
@@ -55,6 +74,8 @@ class SectionState(msgspec.Struct, frozen=True, kw_only=True):
     location: str = ""
     instruction_mode: str = ""
     class_status: str = "A"
+    # The term's last day as the class search lists it (`TERMENDDATE`, "2026-12-14"); "" when not given.
+    term_end: str = ""
 
     @property
     def course(self) -> str:

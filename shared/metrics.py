@@ -68,12 +68,47 @@ SOURCE_REQUEST_SECONDS = Histogram(
     "Time of one class-search request.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15),
 )
+SOURCE_BREAKER_STATE = Gauge(
+    "pmc_source_breaker_state",
+    "1 for the shared circuit breaker's state as this scraper last saw it (closed, open, half_open,"
+    " unknown: Redis unreachable, no requests), 0 for the others.",
+    ["state"],
+)
+SOURCE_BREAKER_TRANSITIONS = Counter(
+    "pmc_source_breaker_transitions", "Breaker transitions this scraper made, by the state entered.", ["to"]
+)
+SOURCE_BUDGET_WAIT_SECONDS = Histogram(
+    "pmc_source_budget_wait_seconds",
+    "Time a request waited for room in the fleet's request budget (ASU_REQUESTS_PER_MINUTE).",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SOURCE_HOLDS = Counter(
+    "pmc_source_holds", "429 answers from the class search, each pausing every scraper (Retry-After)."
+)
+SOURCE_MODE = Gauge(
+    "pmc_source_mode", "1 for how the scraper reads the class search now (api, browser), 0 for the other.", ["mode"]
+)
+BROWSER_PAGES = Counter(
+    "pmc_browser_pages",
+    "Class-list pages read in Chromium, by outcome: ok, failed (no class-search answer), unavailable.",
+    ["outcome"],
+)
+CHECKS_SKIPPED = Counter(
+    "pmc_checks_skipped",
+    "Checks acknowledged without a request, by reason: stale (their window had passed), blocked (the"
+    " breaker or a 429 pause outlasted their window).",
+    ["reason"],
+)
 
 # Detector.
 CHANGES_DETECTED = Counter(
     "pmc_changes_detected",
     "Changes detected, by kind (a redelivered snapshot counts again; JetStream stores its change once).",
     ["kind"],
+)
+NOT_FOUND_STORMS = Counter(
+    "pmc_not_found_storms",
+    "Retirements held back because too many sections went missing at once (a source fault, not a fact).",
 )
 
 # Notifier.

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 DEFAULT_ASU_API_URL = "https://eadvs-cscc-catalog-api.apps.asu.edu/catalog-microservices/api/v1"
+DEFAULT_ASU_CATALOG_URL = "https://catalog.apps.asu.edu"
 
 # "": not chosen; the services that send or show email refuse to start (`require_email_backend`).
 EmailBackendName = Literal["resend", "outbox", ""]
@@ -52,6 +53,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/pickmyclass"
     redis_url: str = "redis://127.0.0.1:6379/0"
     asu_api_url: str = DEFAULT_ASU_API_URL
+    # The public class-list page the scraper's browser opens when the API shuts us out.
+    asu_catalog_url: str = DEFAULT_ASU_CATALOG_URL
+    # One request budget for every scraper replica (a moving 60-second window in Redis).
+    asu_requests_per_minute: int = 600
+    # The shared circuit breaker: this many consecutive failures open it; after the cool-down a few
+    # probes go through; this many successes close it again.
+    asu_breaker_failures: int = 10
+    asu_breaker_cooldown_seconds: float = 120.0
+    asu_breaker_successes: int = 3
+    # After the API shut us out (401/403, or a shape we cannot read), how long the browser is used before
+    # the API is tried again.
+    asu_api_retry_seconds: float = 600.0
+    # Browser contexts (pages at once) in each scraper's Chromium; Debian's Chromium is /usr/bin/chromium,
+    # empty: Playwright's own download.
+    scraper_browser_contexts: int = 2
+    chromium_path: str = ""
     email_backend: EmailBackendName = ""
     resend_api_key: str = ""
     resend_api_url: str = "https://api.resend.com"
@@ -104,8 +121,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.secret_key
 
 
-_INT_FIELDS = {"check_interval_seconds", "gateway_port", "health_port", "nats_stream_replicas"}
-_FLOAT_FIELDS = {"resend_requests_per_second", "email_retry_max_seconds"}
+_INT_FIELDS = {
+    "check_interval_seconds",
+    "gateway_port",
+    "health_port",
+    "nats_stream_replicas",
+    "asu_requests_per_minute",
+    "asu_breaker_failures",
+    "asu_breaker_successes",
+    "scraper_browser_contexts",
+}
+_FLOAT_FIELDS = {
+    "resend_requests_per_second",
+    "email_retry_max_seconds",
+    "asu_breaker_cooldown_seconds",
+    "asu_api_retry_seconds",
+}
+# Each at least this much: (variable, lowest allowed).
+_MINIMUMS = (
+    ("asu_requests_per_minute", 1),
+    ("asu_breaker_failures", 1),
+    ("asu_breaker_successes", 1),
+    ("scraper_browser_contexts", 1),
+    ("asu_breaker_cooldown_seconds", 1),
+    ("asu_api_retry_seconds", 1),
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +180,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("EMAIL_RETRY_MAX_SECONDS must be more than 0")
     if settings.resend_requests_per_second <= 0:
         raise SettingsError("RESEND_REQUESTS_PER_SECOND must be more than 0")
+    for name, lowest in _MINIMUMS:
+        if getattr(settings, name) < lowest:
+            raise SettingsError(f"{name.upper()} must be at least {lowest}")
     if settings.check_interval_seconds < 1:
         raise SettingsError("CHECK_INTERVAL_SECONDS must be at least 1")
     if not 0 <= settings.health_port <= 65535:

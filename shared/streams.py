@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -20,6 +21,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +93,7 @@ class Topology:
             (
                 Stream(
                     name=self.checks_stream,
-                    subjects=(self.check_subject,),
+                    subjects=(self.check_subject, self.check_course_subject),
                     retention=RetentionPolicy.WORK_QUEUE,
                     max_age=cycle_age,
                     duplicate_window=check_dedup,
@@ -173,6 +176,14 @@ class Topology:
         return f"{self.namespace}.check.section"
 
     @property
+    def check_course_subject(self) -> str:
+        return f"{self.namespace}.check.course"
+
+    @property
+    def check_wildcard(self) -> str:
+        return f"{self.namespace}.check.>"
+
+    @property
     def snapshot_found_subject(self) -> str:
         return f"{self.namespace}.snapshot.found"
 
@@ -209,7 +220,7 @@ class Topology:
         return Consumer(
             stream=self.checks_stream,
             durable=f"{self.namespace}-scraper",
-            filter_subject=self.check_subject,
+            filter_subject=self.check_wildcard,
             # Above the catalog client's 15 s timeout, and short: a message lost client-side in a
             # fetch that timed out (asyncio.wait_for on Python 3.11) waits this long for redelivery.
             ack_wait=30.0,
@@ -276,6 +287,9 @@ class Topology:
     def check_msg_id(self, term: str, class_nbr: str, window: int) -> str:
         return f"check:{term}:{class_nbr}:{window}"
 
+    def check_course_msg_id(self, term: str, subject: str, catalog_nbr: str, window: int) -> str:
+        return f"check:{term}:{subject}:{catalog_nbr}:{window}"
+
     def window_of(self, timestamp: float) -> int:
         return math.floor(timestamp / self.check_interval_seconds)
 
@@ -292,5 +306,24 @@ async def declare(
         else:
             await js.update_stream(stream.config())
     for consumer in consumers if consumers is not None else topology.consumers:
+        await _replace_if_refiltered(js, consumer)
         # add_consumer on an existing durable updates the mutable fields (ack_wait, max_deliver, ...).
         await js.add_consumer(consumer.stream, consumer.config())
+
+
+async def _replace_if_refiltered(js: JetStreamContext, consumer: Consumer) -> None:
+    """A durable whose filter subject changed between releases is recreated: servers before 2.10 cannot
+    edit a filter. On a work-queue stream the messages stay, and the new durable delivers them."""
+    try:
+        info = await js.consumer_info(consumer.stream, consumer.durable)
+    except NotFoundError:
+        return
+    if info.config.filter_subject in (None, consumer.filter_subject):
+        return
+    await js.delete_consumer(consumer.stream, consumer.durable)
+    log.info(
+        "consumer recreated for its new filter",
+        consumer=consumer.durable,
+        old_filter=info.config.filter_subject,
+        new_filter=consumer.filter_subject,
+    )
