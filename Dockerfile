@@ -60,10 +60,16 @@ CMD ["python", "-m", "devtools.catalog_sim", "--host", "0.0.0.0", "--port", "800
 # ---------------------------------------------------------------------------------------------------------
 # Production image (the default target: keep it last).
 FROM base AS runtime
+# Debian's Chromium for the scraper's class-list page fallback (Playwright cannot download its own here);
+# CHROMIUM_PATH points at it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends chromium fonts-liberation \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     LOG_FORMAT=json \
-    GATEWAY_PORT=8000
+    GATEWAY_PORT=8000 \
+    CHROMIUM_PATH=/usr/bin/chromium
 # Empty working directory: the code lives in the venv's site-packages, owned by root and read-only to
 # the app user; the root filesystem can be mounted read-only (Kubernetes mounts an emptyDir on /tmp).
 WORKDIR /app

@@ -3,11 +3,17 @@
 `python -m bench.pipeline [--sections 6250] [--watchers-per-section 4] [--open-fraction 0.1] [--scrapers 2]`
 
 Builds a throwaway world on the local servers (its own database, NATS namespace and catalog simulator),
-seeds full sections and their watchers, starts scraper, detector and notifier as processes, then drives
-two scheduler cycles in this process with the `Scheduler` class the scheduler service runs:
+seeds full sections spread over courses as students spread them (a few popular courses with many
+watched sections, many courses with one) and their watchers, starts scraper, detector and notifier as
+processes, then drives scheduler cycles in this process with the `Scheduler` class the scheduler service
+runs:
 
-1. first sight: every section is looked up and stored, and nobody is emailed;
-2. after seats open in a fraction of the sections: every watcher of those sections gets one email.
+1. first sight: every section is looked up by class number and stored, and nobody is emailed;
+2. after seats open in a fraction of the sections: one search per course, every watcher of those
+   sections gets one email; prints the class-search requests per watched section;
+3. the provider's ceiling: a backlog of emails drained at the pace the provider allows;
+4. the request budget: scrapers restarted with the production budget (ASU_REQUESTS_PER_MINUTE) face more
+   checks than it allows; prints the most requests the simulator saw in any 60 s.
 
 Everything it created is removed at the end, whatever happened. The last line of stdout is
 `RESULT {json}` for machines.
@@ -64,9 +70,19 @@ TERM = "2271"
 INTERVAL = 300
 # The original system: 25,000 watches from 10,000 users.
 WATCHES_PER_USER = 2.5
-# Class numbers are 10000 + 10*i: each has a four-digit prefix of its own, so the simulator's fuzzy
-# search (neighbours sharing the first four digits) answers exactly one row per lookup.
+# Watched class numbers are 10000 + 10*i: each has a four-digit prefix of its own, so the simulator's fuzzy
+# search (neighbours sharing the first four digits) answers few rows per lookup. Unwatched sections of the
+# same courses are 10000 + 10*j + 5.
 MAX_SECTIONS = 9000
+# How watched sections spread over courses, repeated: one popular course with 15 watched sections, two
+# with 3, four with 1 (25 sections in 7 courses), each course also listing unwatched sections.
+COURSE_PATTERN = ((15, 10), (3, 3), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1))
+# Throughput phases must not wait for the production budget; the budget phase restores it.
+UNLIMITED_REQUESTS_PER_MINUTE = 10_000_000
+BUDGET_PER_MINUTE = 600
+BUDGET_WINDOW_SECONDS = 60.0
+# The budget phase watches the source this long: more than one window, so the busiest one is a full one.
+BUDGET_PHASE_SECONDS = 75.0
 HTTP_CONCURRENCY = 32
 POLL_SECONDS = 0.2
 PROGRESS_SECONDS = 5.0
@@ -196,10 +212,10 @@ class Processes:
     def _open_log(self, name: str) -> IO[bytes]:
         return (self._logs / f"{name}.log").open("ab")
 
-    async def start(self, name: str, module: str, *args: str) -> None:
+    async def start(self, name: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = self._open_log(name)
         port = free_port()
-        env = {**self._env, "HEALTH_PORT": str(port)}
+        env = {**self._env, **(env or {}), "HEALTH_PORT": str(port)}
         if module.startswith("services."):
             self.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
         try:
@@ -294,16 +310,59 @@ async def concurrently(label: str, calls: list[Callable[[], Awaitable[httpx.Resp
     return time.monotonic() - started
 
 
-def section_body(index: int, class_nbr: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Course:
+    subject: str
+    catalog_nbr: str
+    watched: tuple[str, ...]
+    unwatched: tuple[str, ...]
+
+
+def course_spread(sections: int) -> list[Course]:
+    """`sections` watched class numbers over courses following COURSE_PATTERN (the last course may be
+    smaller), each course with its unwatched sections."""
+    courses: list[Course] = []
+    watched_index = unwatched_index = 0
+    while watched_index < sections:
+        watched, unwatched = COURSE_PATTERN[len(courses) % len(COURSE_PATTERN)]
+        watched = min(watched, sections - watched_index)
+        number = len(courses)
+        courses.append(
+            Course(
+                subject=("CSE", "MAT", "ENG", "PHY", "BIO", "CHM", "ECN", "PSY")[number % 8],
+                catalog_nbr=str(100 + number // 8),
+                watched=tuple(str(10000 + 10 * i) for i in range(watched_index, watched_index + watched)),
+                unwatched=tuple(
+                    str(10005 + 10 * j) for j in range(unwatched_index, unwatched_index + unwatched)
+                ),
+            )
+        )
+        watched_index += watched
+        unwatched_index += unwatched
+    return courses
+
+
+def section_body(course: Course, class_nbr: str) -> dict[str, Any]:
     return {
         "term": TERM,
         "class_nbr": class_nbr,
-        "subject": "CSE",
-        "catalog_nbr": str(100 + index % 500),
-        "title": f"Bench Course {index}",
+        "subject": course.subject,
+        "catalog_nbr": course.catalog_nbr,
+        "title": f"Bench {course.subject} {course.catalog_nbr}",
         "enrl_cap": 40,
         "enrl_tot": 40,
     }
+
+
+def busiest_window(times: list[float], window: float) -> int:
+    """The most of `times` inside any `window` seconds."""
+    ordered = sorted(times)
+    most = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 async def seed_watchers(pool: asyncpg.Pool, class_nbrs: list[str], per_section: int) -> tuple[int, int]:
@@ -409,6 +468,7 @@ def service_env(
         **email,
         SECRET_KEY=secrets.token_hex(16),
         CHECK_INTERVAL_SECONDS=str(INTERVAL),
+        ASU_REQUESTS_PER_MINUTE=str(UNLIMITED_REQUESTS_PER_MINUTE),
         LOG_LEVEL="warning",
         LOG_FORMAT="json",
         PYTHONUNBUFFERED="1",
@@ -440,19 +500,25 @@ class Run:
         self.world = world
         # Ten checks a second is far below anything this pipeline does: a slower phase is stuck.
         self.deadline = max(180.0, options.sections * 0.1)
-        self.class_nbrs = [str(10000 + 10 * index) for index in range(options.sections)]
+        self.courses = course_spread(options.sections)
+        self.class_nbrs = [nbr for course in self.courses for nbr in course.watched]
         opened = max(1, round(options.sections * options.open_fraction))
         self.opened = sorted(random.Random(0).sample(self.class_nbrs, opened))
         self.expected_emails = len(self.opened) * options.watchers_per_section
         self.scheduler = Scheduler(world.pool, world.js, world.topology)
 
     async def seed(self) -> dict[str, Any]:
-        say(f"seeding {self.options.sections} full sections in the simulator")
+        unwatched = sum(len(course.unwatched) for course in self.courses)
+        say(
+            f"seeding {self.options.sections} watched full sections in {len(self.courses)} courses"
+            f" (and {unwatched} unwatched sections of them) in the simulator"
+        )
         seconds = await concurrently(
             "sections created",
             [
-                partial(self.world.sim.post, "/_sim/sections", json=section_body(index, nbr))
-                for index, nbr in enumerate(self.class_nbrs)
+                partial(self.world.sim.post, "/_sim/sections", json=section_body(course, nbr))
+                for course in self.courses
+                for nbr in (*course.watched, *course.unwatched)
             ],
         )
         users, watches = await seed_watchers(
@@ -463,6 +529,8 @@ class Run:
             "seed_sections_seconds": round(seconds, 2),
             "users": users,
             "watches": watches,
+            "courses": len(self.courses),
+            "unwatched_sections": unwatched,
             "opened_sections": len(self.opened),
             "expected_emails": self.expected_emails,
         }
@@ -479,12 +547,18 @@ class Run:
             processes,
         )
 
-    async def cycle(self, label: str, now: float) -> CycleResult:
-        cycle = await self.scheduler.run_cycle(now)
-        if cycle.published != self.options.sections:
-            raise BenchError(f"{label} published {cycle.published} checks, expected {self.options.sections}")
-        say(f"  enqueued {cycle.published} checks in {cycle.seconds:.2f} s")
+    async def cycle(self, label: str, window: int, expected: int) -> CycleResult:
+        # Windows ahead of the clock: no check of the bench goes stale (and is skipped) while it queues.
+        cycle = await self.scheduler.run_cycle(time.time() + window * INTERVAL)
+        if cycle.published != expected:
+            raise BenchError(f"{label} published {cycle.published} checks, expected {expected}")
+        say(f"  enqueued {cycle.published} checks ({cycle.courses} courses) in {cycle.seconds:.2f} s")
         return cycle
+
+    async def searches(self) -> int:
+        stats = (await self.world.sim.get("/_sim/stats")).raise_for_status().json()
+        searches: int = stats["searches"]
+        return searches
 
     def poll_count(
         self, what: str, target: int, started: float, query: str, *args: object
@@ -504,8 +578,8 @@ class Run:
     async def first_sight(self, pids: dict[str, int]) -> dict[str, Any]:
         say("cycle 1: first sight of every section")
         cpu_before = sample_cpu(pids)
-        started_wall, started = time.time(), time.monotonic()
-        cycle = await self.cycle("cycle 1", started_wall)
+        started = time.monotonic()
+        cycle = await self.cycle("cycle 1", 1, self.options.sections)
         stored = await self.poll_count(
             "sections stored", self.options.sections, started, "SELECT count(*) FROM section"
         )
@@ -537,18 +611,20 @@ class Run:
                 for nbr in self.opened
             ],
         )
-        say("cycle 2: seats opened")
+        say("cycle 2: seats opened; one search per course")
+        searches_before = await self.searches()
         cpu_before = sample_cpu(pids)
         started_wall, started = time.time(), time.monotonic()
         # The next window: new message ids, so JetStream does not take these checks for cycle 1's.
-        cycle = await self.cycle("cycle 2", started_wall + INTERVAL)
+        cycle = await self.cycle("cycle 2", 2, len(self.courses))
         emailed, rechecked = await asyncio.gather(
             self.poll_count("emails", self.expected_emails, started, SENT_EMAILS),
             self.poll_count(
-                "sections re-checked",
+                "watched sections re-checked",
                 self.options.sections,
                 started,
-                "SELECT count(*) FROM section WHERE scraped_at >= to_timestamp($1)",
+                "SELECT count(*) FROM section AS s WHERE s.scraped_at >= to_timestamp($1) AND EXISTS"
+                " (SELECT 1 FROM watch AS w WHERE w.term = s.term AND w.class_nbr = s.class_nbr)",
                 started_wall,
             ),
         )
@@ -570,6 +646,12 @@ class Run:
         if emails != self.expected_emails:
             raise BenchError(f"{emails} emails once drained and quiet, expected {self.expected_emails}")
         say(f"  still exactly {emails} emails {QUIET_SECONDS:.0f} s after the pipeline drained")
+        requests = await self.searches() - searches_before
+        per_section = requests / self.options.sections
+        say(
+            f"  {requests} class-search requests for {self.options.sections} watched sections:"
+            f" {per_section:.3f} per watched section (one per section before course checks: 1.000)"
+        )
         rps = self.options.provider_rps
         # N provider calls at `rps` span (N - 1) / rps seconds from the first acceptance to the last.
         rate = emails / (last - first + (1 / rps if rps else 0.0)) if last > first or rps else 0.0
@@ -577,6 +659,8 @@ class Run:
         if rps:
             say(f"  {rate:.1f} emails/s against the provider's ceiling of {ceiling} ({rate / ceiling:.1%})")
         return {
+            "cycle2_source_requests": requests,
+            "source_requests_per_watched_section": round(per_section, 3),
             "emails_per_s": round(rate, 1),
             "provider_ceiling_emails_per_s": ceiling,
             "emails_vs_ceiling": round(rate / ceiling, 3) if ceiling else None,
@@ -615,7 +699,7 @@ class Run:
         )
         changes = (await js.stream_info(topology.changes_stream)).state.messages + len(burst)
         started = time.monotonic()
-        await self.scheduler.run_cycle(time.time() + 2 * INTERVAL)
+        await self.cycle("provider ceiling", 3, len(self.courses))
 
         async def stored_changes() -> int:
             return (await js.stream_info(topology.changes_stream)).state.messages
@@ -642,6 +726,42 @@ class Run:
             "ceiling_vs_provider": round(rate / ceiling, 3),
         }
 
+    async def budget(self) -> dict[str, Any]:
+        """The fleet's request budget holds: every scraper restarted with BUDGET_PER_MINUTE, a cycle asking
+        for more, and the busiest 60 s the simulator saw."""
+        processes = self.world.processes
+        say(
+            f"request budget: {self.options.scrapers} scrapers restarted with"
+            f" ASU_REQUESTS_PER_MINUTE={BUDGET_PER_MINUTE}, {len(self.courses)} course checks due"
+        )
+        for replica in range(1, self.options.scrapers + 1):
+            await processes.stop(f"scraper-{replica}")
+        for replica in range(1, self.options.scrapers + 1):
+            await processes.start(
+                f"budget-scraper-{replica}",
+                "services.scraper",
+                env={"ASU_REQUESTS_PER_MINUTE": str(BUDGET_PER_MINUTE)},
+            )
+        started = time.time()
+        await self.cycle("budget", 4, len(self.courses))
+        while time.time() - started < BUDGET_PHASE_SECONDS:
+            processes.check_alive()
+            await asyncio.sleep(1.0)
+        stats = (await self.world.sim.get("/_sim/stats", params={"times": "1"})).raise_for_status().json()
+        times = [moment for moment in stats["request_times"] if moment >= started]
+        busiest = busiest_window(times, BUDGET_WINDOW_SECONDS)
+        say(
+            f"  {len(times)} requests in {BUDGET_PHASE_SECONDS:.0f} s; the busiest"
+            f" {BUDGET_WINDOW_SECONDS:.0f} s held {busiest} against a budget of {BUDGET_PER_MINUTE}"
+        )
+        if busiest > BUDGET_PER_MINUTE:
+            raise BenchError(f"the source saw {busiest} requests in {BUDGET_WINDOW_SECONDS:.0f} s")
+        return {
+            "budget_per_minute": BUDGET_PER_MINUTE,
+            "budget_busiest_60s": busiest,
+            "budget_phase_requests": len(times),
+        }
+
     async def counters(self) -> dict[str, Any]:
         js, topology = self.world.js, self.world.topology
         stats = (await self.world.sim.get("/_sim/stats")).raise_for_status().json()
@@ -651,7 +771,8 @@ class Run:
             redelivered[consumer.durable.removeprefix(f"{topology.namespace}-")] = info.num_redelivered or 0
         return {
             "simulator_searches": stats["searches"],
-            "simulator_searches_expected": 2 * self.options.sections,
+            # Cycle 1 by class number; cycle 2 and the ceiling phase one per course (one page each).
+            "simulator_searches_expected": self.options.sections + 2 * len(self.courses),
             "redelivered": redelivered,
             "dead_letters": (await js.stream_info(topology.dead_stream)).state.messages,
             "scheduler_db_queries_per_cycle": SCHEDULER_QUERIES_PER_CYCLE,
@@ -667,6 +788,7 @@ async def measure(options: Options, world: World) -> dict[str, Any]:
     result.update(await run.openings(pids))
     result.update(await run.provider_ceiling())
     result.update(await run.counters())
+    result.update(await run.budget())
     result["metrics"] = await scrape_metrics(world.processes.metrics_urls)
     return result
 
@@ -710,6 +832,7 @@ def summary(result: dict[str, Any]) -> str:
     redelivered = result["redelivered"]
     rows = [
         ("sections / watchers per section", f"{result['sections']} / {result['watchers_per_section']}"),
+        ("courses / unwatched sections in them", f"{result['courses']} / {result['unwatched_sections']}"),
         ("users / watches", f"{result['users']} / {result['watches']}"),
         ("scraper replicas", str(result["scrapers"])),
         ("cycle 1 enqueue", f"{result['cycle1_enqueue_seconds']:.2f} s"),
@@ -721,6 +844,16 @@ def summary(result: dict[str, Any]) -> str:
         ("cycle 2 first email", f"{result['cycle2_first_email_seconds']:.1f} s"),
         ("cycle 2 last email (end to end)", f"{result['cycle2_last_email_seconds']:.1f} s"),
         ("cycle 2 all sections re-checked", f"{result['cycle2_all_checked_seconds']:.1f} s"),
+        (
+            "cycle 2 source requests per watched section",
+            f"{result['source_requests_per_watched_section']:.3f}"
+            f" ({result['cycle2_source_requests']} requests)",
+        ),
+        (
+            "busiest 60 s at the source vs the budget",
+            f"{result['budget_busiest_60s']} of {result['budget_per_minute']}"
+            f" ({result['budget_phase_requests']} requests in the phase)",
+        ),
         (
             "backlog emails/s vs the provider's ceiling",
             f"{result.get('ceiling_emails_per_s')} of {result['provider_ceiling_emails_per_s']}"

@@ -31,6 +31,7 @@ from typing import IO
 from devtools.catalog_sim.app import demo_watch_list
 from devtools.embedded import EmbeddedError, EmbeddedServers, EmbeddedStack
 from devtools.net import answers
+from devtools.prepare_tests import chromium
 from shared.settings import redact_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,8 @@ SHARED_VARIABLES = (
     "DATABASE_URL",
     "REDIS_URL",
     "ASU_API_URL",
+    "ASU_CATALOG_URL",
+    "CHROMIUM_PATH",
     "CHECK_INTERVAL_SECONDS",
     "EMAIL_BACKEND",
     "RESEND_API_KEY",
@@ -175,6 +178,9 @@ def build_env(chosen: dict[str, str], embedded: EmbeddedServers | None) -> dict[
     # So that `python -m devtools.resend_webhooks` can sign test webhooks for this system.
     env.setdefault("RESEND_WEBHOOK_SECRET", webhook_secret())
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The scraper's browser fallback uses Debian's Chromium where there is one (Playwright cannot download).
+    if not env.get("CHROMIUM_PATH") and (found := chromium()) is not None:
+        env["CHROMIUM_PATH"] = str(found)
     # Emails are kept in the development outbox unless a Resend key is given: chosen here, explicitly.
     env.setdefault("EMAIL_BACKEND", "resend" if env.get("RESEND_API_KEY") else "outbox")
     env.setdefault(
@@ -274,6 +280,8 @@ def serve(supervisor: Supervisor, monitor: str | None, lock: IO[str]) -> int:
             return 1
         supervisor.spawn("catalog-sim", "devtools.catalog_sim", "--demo", "--port", str(SIM_PORT))
         env["ASU_API_URL"] = f"http://127.0.0.1:{SIM_PORT}/catalog-microservices/api/v1"
+        # The simulator also serves the class-list page the scraper's browser falls back to.
+        env.setdefault("ASU_CATALOG_URL", f"http://127.0.0.1:{SIM_PORT}")
         env.setdefault("CHECK_INTERVAL_SECONDS", DEMO_CHECK_INTERVAL)
         if not wait_for_http(f"http://127.0.0.1:{SIM_PORT}/_sim/stats", supervisor, timeout=30):
             say("the catalog simulator did not start")

@@ -113,6 +113,25 @@ class Settler:
             return
         await self.dead_letter(msg, f"{decision.reason}: {describe(error)}")
 
+    async def defer(self, msg: Msg, delay: float, reason: str) -> None:
+        """Hand `msg` back for later without it having failed: nothing was attempted (e.g. the source's
+        breaker is open). Not counted as a retry; JetStream still counts the delivery."""
+        await msg.nak(delay=delay)
+        self._settled.add(delivery_of(msg))
+        log.info(
+            "message deferred",
+            consumer=self._consumer.durable,
+            subject=msg.subject,
+            msg_id=message_id(msg),
+            delivery=msg.metadata.num_delivered or 1,
+            retry_in=round(delay, 3),
+            reason=reason,
+        )
+
+    def last_delivery(self, msg: Msg) -> bool:
+        """Whether JetStream will not deliver `msg` again after this delivery."""
+        return 0 < self._consumer.max_deliver <= (msg.metadata.num_delivered or 1)
+
     async def fail_unsettled(self, msg: Msg, error: BaseException) -> None:
         """After a bug in a handler: retry `msg` like a transient failure unless the handler settled it
         already, so it reaches the dead-letter stream after max_deliver instead of bouncing forever."""

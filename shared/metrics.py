@@ -86,7 +86,9 @@ SOURCE_HOLDS = Counter(
     "pmc_source_holds", "429 answers from the class search, each pausing every scraper (Retry-After)."
 )
 SOURCE_MODE = Gauge(
-    "pmc_source_mode", "1 for how the scraper reads the class search now (api, browser), 0 for the other.", ["mode"]
+    "pmc_source_mode",
+    "1 for how the scraper reads the class search now (api, browser), 0 for the other.",
+    ["mode"],
 )
 BROWSER_PAGES = Counter(
     "pmc_browser_pages",

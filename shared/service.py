@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 import structlog
@@ -54,6 +54,15 @@ class BatchHandler(Protocol):
     async def handle(self, msgs: list[Msg]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Gated(Protocol):
+    """A handler that decides how many messages to fetch now (0: none; it waited a moment itself). What it
+    does not fetch waits in the stream without spending a delivery (the scraper while the source's breaker
+    is open)."""
+
+    async def admit(self, wanted: int, stop: asyncio.Event) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -107,8 +116,11 @@ async def consume(
     seconds = HANDLER_SECONDS.labels(consumer.durable)
     try:
         while not stop.is_set():
+            wanted = await handler.admit(batch_size, stop) if isinstance(handler, Gated) else batch_size
+            if wanted <= 0:
+                continue
             try:
-                msgs = await subscription.fetch(batch_size, timeout=FETCH_WAIT_SECONDS)
+                msgs = await subscription.fetch(wanted, timeout=FETCH_WAIT_SECONDS)
             except TimeoutError:
                 # nats-py raises its own subclass or the builtin, depending on where the wait ran out.
                 continue

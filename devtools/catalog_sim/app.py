@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -12,9 +11,10 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from litestar import Litestar, Request, Response, delete, get, patch, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 
 from devtools.catalog_sim.demo import demo_sections, drift, spotlight
+from devtools.catalog_sim.page import Door, DoorPlan, page_routes
 from devtools.catalog_sim.sections import (
     InvalidSection,
     SectionPatch,
@@ -24,13 +24,11 @@ from devtools.catalog_sim.sections import (
     by_keywords,
     check_section,
     patched,
-    search_answer,
 )
-from devtools.catalog_sim.state import FaultPlan, SimCatalog
+from devtools.catalog_sim.state import FaultPlan, ResetOptions, SimCatalog
 from shared.asu import is_class_nbr, term_label
 
 API_PREFIX = "/catalog-microservices/api/v1"
-ANONYMOUS_AUTHORIZATION = "Bearer null"
 
 log = structlog.get_logger()
 S = TypeVar("S", bound=msgspec.Struct)
@@ -45,22 +43,37 @@ def build_app(
 ) -> Litestar:
     initial = demo_sections(seed) if demo else []
     catalog = SimCatalog(initial)
+    door = Door()
 
     @get(f"{API_PREFIX}/search/classes")
     async def search_classes(request: Request[Any, Any, Any]) -> Response[Any]:
-        if request.headers.get("authorization") != ANONYMOUS_AUTHORIZATION:
+        if not door.admits(request.headers.get("authorization")):
             return Response({"error": "Unauthorized"}, status_code=401)
         query = request.query_params
         keywords = (query.get("keywords") or "").strip()
         class_nbr = (query.get("classNbr") or "").strip() or (keywords if is_class_nbr(keywords) else "")
-        catalog.record_search(class_nbr or None)
+        subject = (query.get("subject") or "").strip().upper()
+        course = f"{subject} {(query.get('catalogNbr') or '').strip().upper()}".strip()
+        catalog.record_search(class_nbr or None, None if class_nbr or not subject else course)
         fault = catalog.take_fault()
         if fault is not None:
             if fault.latency_ms:
                 await asyncio.sleep(fault.latency_ms / 1000)
             if fault.status:
                 catalog.faulted += 1
-                return Response({"error": f"simulated {fault.status}"}, status_code=fault.status)
+                headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+                return Response(
+                    {"error": f"simulated {fault.status}"}, status_code=fault.status, headers=headers
+                )
+        # The catalog page resends its whole query plus the last answer's scrollId; the scroll alone
+        # decides what comes next. An empty scrollId (some clients send one first) starts a search.
+        scroll_id = (query.get("scrollId") or "").strip()
+        if scroll_id:
+            page = catalog.next_page(scroll_id)
+            if page is None:
+                # What ASU answers for an unknown or expired scroll is not known: 404 is our choice.
+                return Response({"error": "unknown or expired scrollId"}, status_code=404)
+            return Response(page)
         term = (query.get("term") or "").strip()
         if not term:
             return _unprocessable("term is required")
@@ -73,7 +86,7 @@ def build_app(
             found = by_keywords(sections, term, keywords)
         else:
             return _unprocessable("give classNbr, keywords, or subject (with catalogNbr)")
-        return Response(search_answer(found, _scroll_id()))
+        return Response(catalog.first_page(found))
 
     @get(f"{API_PREFIX}/terms")
     async def terms() -> dict[str, Any]:
@@ -132,13 +145,18 @@ def build_app(
         return Response({"armed": plan}, status_code=200)
 
     @post("/_sim/reset", status_code=200)
-    async def reset() -> dict[str, Any]:
-        catalog.reset(initial)
-        return {"sections": len(catalog.sections)}
+    async def reset(request: Request[Any, Any, Any]) -> Response[Any]:
+        options = await _read(request, ResetOptions) if await request.body() else ResetOptions()
+        if isinstance(options, Response):
+            return options
+        catalog.reset(initial, page_size=options.page_size)
+        door.arm(DoorPlan())
+        return Response({"sections": len(catalog.sections), "page_size": catalog.page_size}, status_code=200)
 
     @get("/_sim/stats")
-    async def stats() -> dict[str, object]:
-        return catalog.stats()
+    async def stats(times: FromQuery[bool] = False) -> dict[str, object]:
+        """The counts; `?times=1` adds when each recent search came (for a rate check)."""
+        return catalog.stats(times=times)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -164,6 +182,7 @@ def build_app(
             arm_faults,
             reset,
             stats,
+            *page_routes(door, API_PREFIX),
         ],
         lifespan=[lifespan],
         openapi_config=None,
@@ -205,8 +224,3 @@ async def _read(request: Request[Any, Any, Any], kind: type[S]) -> S | Response[
 
 def _unprocessable(message: str) -> Response[Any]:
     return Response({"error": message}, status_code=422)
-
-
-def _scroll_id() -> str:
-    # Opaque like Elasticsearch's; nothing pages in the simulator.
-    return secrets.token_urlsafe(48)

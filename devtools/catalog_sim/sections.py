@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any
@@ -12,7 +13,14 @@ from shared.asu import DAY_FLAGS, is_class_nbr, is_term
 
 _DAY_NAMES = frozenset(short for _, short in DAY_FLAGS)
 _TIME = re.compile(r"^(1[0-2]|[1-9]):[0-5]\d (AM|PM)$")
-_TERM_DATES = {"1": ("01-12", "05-01"), "4": ("05-18", "08-07"), "7": ("08-20", "12-04")}
+# Per season digit: first class day, last class day, last day of the term (finals included; the
+# captured Fall 2026 answer says classes end 12-04 and the term 12-14).
+_TERM_DATES = {
+    "1": ("01-12", "05-01", "05-08"),
+    "4": ("05-18", "08-07", "08-07"),
+    "7": ("08-20", "12-04", "12-14"),
+}
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 
@@ -39,6 +47,9 @@ class SimSection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     class_status: str = "A"
     wait_cap: Count = 0
     wait_tot: Count = 0
+    # "YYYY-MM-DD": the term's last day as TERMENDDATE says it; None derives it from the term code.
+    # Tests of ended terms give a past date.
+    term_end: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -75,6 +86,8 @@ def check_section(section: SimSection) -> SimSection:
             problems.append(f"{label} {value!r} is not like '4:30 PM'")
     if (section.start_time is None) != (section.end_time is None):
         problems.append("give both start_time and end_time, or neither (online)")
+    if section.term_end is not None and not _is_date(section.term_end):
+        problems.append(f"term_end {section.term_end!r} is not a date like 2026-12-14")
     if problems:
         raise InvalidSection("; ".join(problems))
     return section
@@ -91,7 +104,9 @@ def patched(section: SimSection, patch: SectionPatch) -> SimSection:
 
 def clas_row(section: SimSection) -> dict[str, Any]:
     """The `CLAS` object of one class-search row: the real field names, string-typed like the real API."""
-    begin, end = _term_dates(section.term)
+    begin, end, term_end = _term_dates(section.term)
+    if section.term_end is not None:
+        term_end = f"{section.term_end} 00:00:00.0"
     days = set(section.days.split())
     class_section = section.section or f"{int(section.class_nbr) % 9000 + 1000}"
     row: dict[str, Any] = {
@@ -125,7 +140,7 @@ def clas_row(section: SimSection) -> dict[str, Any]:
         "CLASSSTAT": section.class_status,
         "INSTRUCTIONMODE": section.instruction_mode,
         "TERMBEGINDATE": begin,
-        "TERMENDDATE": end,
+        "TERMENDDATE": term_end,
         "HASACTIVERESERVEDSEATS": "Y" if section.reserved else "N",
         "DAYLIST": section.days,
         "INSTRUCTORSLIST": list(section.instructors),
@@ -148,15 +163,18 @@ def class_item(section: SimSection) -> dict[str, Any]:
     }
 
 
-def search_answer(found: Sequence[SimSection], scroll_id: str | None) -> dict[str, Any]:
+def search_answer(
+    matched: Sequence[SimSection], start: int, size: int, scroll_id: str | None
+) -> dict[str, Any]:
+    """One page of a search: `size` rows of `matched` from `start`; totals and aggregations of all of it."""
     locations: dict[str, int] = {}
-    for section in found:
+    for section in matched:
         locations[section.location] = locations.get(section.location, 0) + 1
     return {
-        "classes": [class_item(section) for section in found],
+        "classes": [class_item(section) for section in matched[start : start + size]],
         "aggregations": {"LOCATION": locations},
-        "scrollId": scroll_id if found else None,
-        "total": {"value": len(found), "relation": "eq"},
+        "scrollId": scroll_id if matched else None,
+        "total": {"value": len(matched), "relation": "eq"},
     }
 
 
@@ -207,7 +225,19 @@ def by_keywords(sections: Iterable[SimSection], term: str, keywords: str) -> lis
     )
 
 
-def _term_dates(term: str) -> tuple[str, str]:
-    begin, end = _TERM_DATES.get(term[-1:], ("01-12", "05-01"))
+def _term_dates(term: str) -> tuple[str, str, str]:
+    """First class day, last class day and last term day, in the class search's date format."""
+    dates = _TERM_DATES.get(term[-1:], _TERM_DATES["1"])
     year = f"20{term[1:3]}"
-    return f"{year}-{begin} 00:00:00.0", f"{year}-{end} 00:00:00.0"
+    begin, end, term_end = (f"{year}-{day} 00:00:00.0" for day in dates)
+    return begin, end, term_end
+
+
+def _is_date(value: str) -> bool:
+    if not _DATE.match(value):
+        return False
+    try:
+        datetime.date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True

@@ -1,4 +1,8 @@
-"""The detector's entrypoint: a batch of snapshots → section state in Postgres → change events."""
+"""The detector's entrypoint: a batch of snapshots → section state in Postgres → change events.
+
+Misses are counted in the same transaction, and a section missing long enough is retired as gone
+(`section_gone`, services/detector/retirement.py), unless too many went missing at once.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,18 @@ import time
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from services.detector.changes import detect, latest_per_section
-from services.detector.store import apply_snapshots, record_missing
+from services.detector.retirement import Miss, due, gone_change, is_storm, redelivered
+from services.detector.store import apply_snapshots, count_recent, last_seen, record_missing, retire
 from shared.delivery import Settler
-from shared.events import SectionLive, SectionNotFound, SectionSnapshot, encode
+from shared.events import SectionChange, SectionLive, SectionNotFound, SectionSnapshot, encode
 from shared.messaging import Outgoing, publish_all
-from shared.metrics import CHANGES_DETECTED
+from shared.metrics import CHANGES_DETECTED, NOT_FOUND_STORMS
 from shared.streams import Consumer, Topology
 
 log = structlog.get_logger()
@@ -62,7 +68,7 @@ class Detector:
         # can announce one opening twice, under two names. A loss would be worse than a repeat.
         async with self._pool.acquire() as conn, conn.transaction():
             applied = await apply_snapshots(conn, latest_per_section(found))
-            gone = await record_missing(conn, missing)
+            misses = await record_missing(conn, missing)
             changes = [
                 change
                 for item in applied
@@ -74,6 +80,7 @@ class Detector:
                     scraped_at=item.snapshot.scraped_at,
                 )
             ]
+            changes += await self._retire(conn, misses, now)
             await publish_all(
                 self._js,
                 [
@@ -98,9 +105,13 @@ class Detector:
             await self._nc.publish(
                 self._topology.live_section_subject(state.term, state.class_nbr), encode(live)
             )
-        for term, class_nbr, _ in gone:
-            live = SectionLive(checked_at=now, state=None, term=term, class_nbr=class_nbr, found=False)
-            await self._nc.publish(self._topology.live_section_subject(term, class_nbr), encode(live))
+        for miss in misses:
+            live = SectionLive(
+                checked_at=now, state=None, term=miss.term, class_nbr=miss.class_nbr, found=False
+            )
+            await self._nc.publish(
+                self._topology.live_section_subject(miss.term, miss.class_nbr), encode(live)
+            )
         for change in changes:
             CHANGES_DETECTED.labels(change.kind).inc()
             log.info(
@@ -122,6 +133,38 @@ class Detector:
             stored=len(applied),
             changes=len(changes),
         )
+
+    async def _retire(self, conn: PoolConnectionProxy, misses: list[Miss], now: float) -> list[SectionChange]:
+        """The `section_gone` changes of these misses: the sections retired now, and those whose retiring
+        miss is redelivered (announced again under the same name, which JetStream deduplicates)."""
+        retired: list[Miss] = []
+        if candidates := [miss for miss in misses if due(miss)]:
+            # The interval before the newest of these misses, not before now: a detector catching up on a
+            # backlog measures the storm the misses were part of.
+            interval = self._topology.check_interval_seconds
+            recent = await count_recent(conn, max(miss.scraped_at for miss in candidates) - interval)
+            if is_storm(recent.missing, recent.checked):
+                NOT_FOUND_STORMS.inc()
+                log.warning(
+                    "not found storm, retirements held back",
+                    missing=recent.missing,
+                    checked=recent.checked,
+                    held_back=len(candidates),
+                    interval_seconds=interval,
+                )
+            else:
+                retired = await retire(conn, candidates)
+        for miss in retired:
+            log.info(
+                "section retired",
+                term=miss.term,
+                class_nbr=miss.class_nbr,
+                missing_count=miss.missing_count,
+                snapshot_id=miss.snapshot_id,
+            )
+        announced = retired + [miss for miss in misses if redelivered(miss)]
+        seen = await last_seen(conn, [(miss.term, miss.class_nbr) for miss in announced])
+        return [gone_change(miss, seen.get((miss.term, miss.class_nbr)), now) for miss in announced]
 
     async def close(self) -> None:
         await self._pool.close()

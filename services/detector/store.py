@@ -1,20 +1,27 @@
-"""Section state in PostgreSQL: one statement per batch upserts and returns old-versus-new."""
+"""Section state in PostgreSQL: one statement per batch upserts and returns old-versus-new; another counts
+the misses, and the sections missing long enough are retired (services/detector/retirement.py decides)."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import NamedTuple
 
 import asyncpg
 import msgspec
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from services.detector.changes import Previous
-from shared.events import SectionNotFound, SectionSnapshot
+from services.detector.retirement import Miss
+from shared.events import SectionNotFound, SectionSnapshot, SectionState
 
-_COLUMNS = (
+log = structlog.get_logger()
+
+_STATE_COLUMNS = (
     "subject, catalog_nbr, title, section, component, instructors, enrl_cap, enrl_tot, open_seats, "
     "wait_cap, wait_tot, reserved_seats, days, start_time, end_time, location, instruction_mode, class_status"
 )
+_COLUMNS = f"{_STATE_COLUMNS}, term_end"
 
 # Later snapshots win (`scraped_at`); an older one arriving late changes nothing. The previous values are
 # kept in prev_*; when the same snapshot is applied again (a redelivery), prev_* are left as they were,
@@ -25,7 +32,7 @@ WITH incoming AS (
         term text, class_nbr text, subject text, catalog_nbr text, title text, section text,
         component text, instructors text[], enrl_cap integer, enrl_tot integer, open_seats integer,
         wait_cap integer, wait_tot integer, reserved_seats boolean, days text, start_time text,
-        end_time text, location text, instruction_mode text, class_status text,
+        end_time text, location text, instruction_mode text, class_status text, term_end date,
         snapshot_id text, scraped_at double precision)
 ), found_again AS (
     DELETE FROM section_missing AS m USING incoming AS i
@@ -40,7 +47,7 @@ ON CONFLICT (term, class_nbr) DO UPDATE SET
     wait_cap = EXCLUDED.wait_cap, wait_tot = EXCLUDED.wait_tot, reserved_seats = EXCLUDED.reserved_seats,
     days = EXCLUDED.days, start_time = EXCLUDED.start_time, end_time = EXCLUDED.end_time,
     location = EXCLUDED.location, instruction_mode = EXCLUDED.instruction_mode,
-    class_status = EXCLUDED.class_status,
+    class_status = EXCLUDED.class_status, term_end = EXCLUDED.term_end,
     prev_open_seats = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_open_seats
                            ELSE s.open_seats END,
     prev_instructors = CASE WHEN s.snapshot_id = EXCLUDED.snapshot_id THEN s.prev_instructors
@@ -64,6 +71,7 @@ RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors,
 """
 
 # A miss older than the last sighting is stale and ignored; one miss per section per batch (the newest).
+# A retired section's row stays retired through later misses: only a sighting (found_again) clears it.
 RECORD_MISSING = """
 INSERT INTO section_missing AS m
     (term, class_nbr, snapshot_id, missing_count, first_missing_at, last_missing_at)
@@ -81,11 +89,32 @@ ON CONFLICT (term, class_nbr) DO UPDATE SET
     snapshot_id = EXCLUDED.snapshot_id,
     last_missing_at = EXCLUDED.last_missing_at
 WHERE EXCLUDED.last_missing_at >= m.last_missing_at
-RETURNING term, class_nbr, missing_count
+RETURNING term, class_nbr, snapshot_id, extract(epoch FROM last_missing_at)::float8 AS scraped_at,
+    missing_count, gone_snapshot_id
+"""
+
+# How many sections were missing, and how many were checked, since a moment (one check interval back).
+COUNT_RECENT = """
+SELECT (SELECT count(*) FROM section_missing WHERE last_missing_at > to_timestamp($1)) AS missing,
+       (SELECT count(*) FROM watched_section_freshness WHERE checked_at > to_timestamp($1)) AS checked
+"""
+
+# Once per section (gone_at IS NULL): the miss just recorded retires it, and its id names the change.
+RETIRE = """
+UPDATE section_missing AS m SET gone_at = now(), gone_snapshot_id = m.snapshot_id
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(term, class_nbr, snapshot_id)
+WHERE m.term = t.term AND m.class_nbr = t.class_nbr AND m.snapshot_id = t.snapshot_id AND m.gone_at IS NULL
+RETURNING m.term, m.class_nbr
+"""
+
+LAST_SEEN = f"""
+SELECT s.term, s.class_nbr, {_STATE_COLUMNS}, COALESCE(to_char(term_end, 'YYYY-MM-DD'), '') AS term_end
+FROM section AS s
+JOIN unnest($1::text[], $2::text[]) AS k(term, class_nbr) ON s.term = k.term AND s.class_nbr = k.class_nbr
 """
 
 
-# A pool, a connection, or a pooled connection inside a transaction: the queries need only `fetch`.
+# A pool, a connection, or a pooled connection inside a transaction: the queries need only `fetch`/`fetchrow`.
 Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 
@@ -94,9 +123,23 @@ class Applied(NamedTuple):
     previous: Previous | None
 
 
+def term_end_date(value: str) -> str | None:
+    """The term's last day as PostgreSQL reads a date; None when not given or not a date. A section is
+    worth storing without it, where one unreadable value failing the batch would hold up every snapshot
+    in it."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        log.warning("term end unreadable", term_end=value[:40])
+        return None
+
+
 def _row(snapshot: SectionSnapshot) -> dict[str, object]:
     row = msgspec.structs.asdict(snapshot.state)
     row["instructors"] = list(snapshot.state.instructors)
+    row["term_end"] = term_end_date(snapshot.state.term_end)
     row["snapshot_id"] = snapshot.snapshot_id
     row["scraped_at"] = snapshot.scraped_at
     return row
@@ -126,7 +169,8 @@ async def apply_snapshots(conn: Executor, snapshots: list[SectionSnapshot]) -> l
     return applied
 
 
-async def record_missing(conn: Executor, missing: list[SectionNotFound]) -> list[tuple[str, str, int]]:
+async def record_missing(conn: Executor, missing: list[SectionNotFound]) -> list[Miss]:
+    """Count the misses; return each section's miss as stored (none for a stale miss)."""
     if not missing:
         return []
     payload = [
@@ -134,4 +178,49 @@ async def record_missing(conn: Executor, missing: list[SectionNotFound]) -> list
         for m in missing
     ]
     rows = await conn.fetch(RECORD_MISSING, msgspec.json.encode(payload).decode())
-    return [(row["term"], row["class_nbr"], row["missing_count"]) for row in rows]
+    return [
+        Miss(
+            term=row["term"],
+            class_nbr=row["class_nbr"],
+            snapshot_id=row["snapshot_id"],
+            scraped_at=row["scraped_at"],
+            missing_count=row["missing_count"],
+            gone_snapshot_id=row["gone_snapshot_id"],
+        )
+        for row in rows
+    ]
+
+
+class Recent(NamedTuple):
+    """Sections missing, and sections checked (found or missing), in one check interval."""
+
+    missing: int
+    checked: int
+
+
+async def count_recent(conn: Executor, since: float) -> Recent:
+    row = await conn.fetchrow(COUNT_RECENT, since)
+    assert row is not None  # one row of two counts, always
+    return Recent(row["missing"], row["checked"])
+
+
+async def retire(conn: Executor, misses: list[Miss]) -> list[Miss]:
+    """Mark the sections gone by these misses; return those retired now (not before)."""
+    if not misses:
+        return []
+    rows = await conn.fetch(
+        RETIRE,
+        [m.term for m in misses],
+        [m.class_nbr for m in misses],
+        [m.snapshot_id for m in misses],
+    )
+    retired = {(row["term"], row["class_nbr"]) for row in rows}
+    return [m for m in misses if (m.term, m.class_nbr) in retired]
+
+
+async def last_seen(conn: Executor, keys: list[tuple[str, str]]) -> dict[tuple[str, str], SectionState]:
+    """The stored state of each of these sections that was ever found, by (term, class number)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(LAST_SEEN, [term for term, _ in keys], [class_nbr for _, class_nbr in keys])
+    return {(row["term"], row["class_nbr"]): msgspec.convert(dict(row), SectionState) for row in rows}

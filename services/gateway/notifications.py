@@ -34,7 +34,7 @@ Status = Literal["sending", "sent", "delivered", "bounced"]
 class NotificationView(msgspec.Struct, frozen=True, kw_only=True):
     watch_id: int
     # The change it told about: seat_opened, instructor_changed, seat_filled (the "closed again" alert),
-    # waitlist_opened, section_cancelled.
+    # waitlist_opened, section_cancelled, section_gone (no longer listed by the class search).
     kind: str
     term: str
     term_label: str

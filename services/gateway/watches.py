@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
@@ -16,7 +17,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.gateway.bodies import UnprocessableContent, read_json
-from services.gateway.sections import WatchView, watch_view
+from services.gateway.sections import Lookup, SectionView, watch_view
 from shared.alerts import ALERT_KINDS, DEFAULT_ALERTS
 from shared.asu import is_class_nbr, is_term
 from shared.events import CheckSection, WatchesChanged, encode
@@ -31,12 +32,14 @@ _WATCH_COLUMNS = """
     w.id, w.term, w.class_nbr, w.created_at, w.alerts::text AS alerts,
     s.subject, s.catalog_nbr, s.title, s.section, s.component, s.instructors, s.enrl_cap, s.enrl_tot,
     s.open_seats, s.wait_cap, s.wait_tot, s.reserved_seats, s.days, s.start_time, s.end_time, s.location,
-    s.instruction_mode, s.class_status, s.scraped_at, m.missing_count, m.last_missing_at
+    s.instruction_mode, s.class_status, s.scraped_at, m.missing_count, m.last_missing_at, m.gone_at,
+    COALESCE(t.ended, false) AS term_ended
 """
 _WATCH_SOURCES = """
 watch w
 LEFT JOIN section s ON s.term = w.term AND s.class_nbr = w.class_nbr
 LEFT JOIN section_missing m ON m.term = w.term AND m.class_nbr = w.class_nbr
+LEFT JOIN term_calendar t ON t.term = w.term
 """
 SELECT_WATCHES = f"""
 SELECT {_WATCH_COLUMNS}
@@ -62,10 +65,33 @@ DELETE_WATCH = "DELETE FROM watch WHERE id = $1 AND user_id = $2"
 SET_ALERTS = "UPDATE watch SET alerts = alerts || $3::jsonb WHERE id = $1 AND user_id = $2 RETURNING id"
 
 
-class WatchOut(WatchView, frozen=True, kw_only=True):
-    """A watch with the alerts chosen for it: every kind of `shared.alerts.ALERT_KINDS`, defaults filled."""
+# `sections.Lookup` (what the last look-up said), and the two reasons a section is no longer checked.
+WatchStatus = Literal["checking", "found", "not_found", "gone", "ended"]
 
+
+class WatchOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A watch as the API shows it (`sections.WatchView`, with the statuses of sections no longer checked)
+    and the alerts chosen for it: every kind of `shared.alerts.ALERT_KINDS`, defaults filled."""
+
+    id: int
+    term: str
+    term_label: str
+    class_nbr: str
+    created_at: datetime
+    catalog_url: str
+    status: WatchStatus
+    section: SectionView | None
     alerts: dict[str, bool]
+
+
+def watch_status(lookup: Lookup, *, gone: bool, term_ended: bool) -> WatchStatus:
+    """A term that ended wins over everything (nothing in it is checked any more), then a retired section,
+    then what the last look-up said."""
+    if term_ended:
+        return "ended"
+    if gone:
+        return "gone"
+    return lookup
 
 
 def alerts_of(stored: str | None) -> dict[str, bool]:
@@ -76,7 +102,8 @@ def alerts_of(stored: str | None) -> dict[str, bool]:
 
 def watch_out(row: asyncpg.Record) -> WatchOut:
     view = watch_view(row)
-    return WatchOut(**msgspec.structs.asdict(view), alerts=alerts_of(row["alerts"]))
+    status = watch_status(view.status, gone=row["gone_at"] is not None, term_ended=row["term_ended"])
+    return WatchOut(**(msgspec.structs.asdict(view) | {"status": status}), alerts=alerts_of(row["alerts"]))
 
 
 class AlertChoices(msgspec.Struct, kw_only=True):
@@ -144,7 +171,9 @@ async def list_watches(user_id: NamedDependency[int], pool: NamedDependency[asyn
 
     A watch is `{"id", "term", "term_label", "class_nbr", "created_at", "catalog_url", "status",
     "section", "alerts"}`: `status` is `checking` before the first look-up, then `found` or `not_found` (the
-    class search does not list it now); `alerts` maps every alert kind (`seat_opened`,
+    class search does not list it now); `gone` once it was not listed in 3 checks in a row (no longer
+    checked, until it is seen again); `ended` once its term is over (no longer checked; this wins over every
+    other status); `alerts` maps every alert kind (`seat_opened`,
     `instructor_changed`, `closed_again`, `waitlist_opened`) to whether the student wants it; `section` is
     null until the section was first found, else its latest state: `course`, `title`, `section`,
     `instructors`, `instructor_label`, `instructor_links` (Rate My Professors, named instructors only),

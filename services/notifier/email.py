@@ -74,6 +74,9 @@ def arizona_time(timestamp: float) -> str:
 
 
 def section_label(state: SectionState) -> str:
+    """`CSE 310 (12345)`; a section never found (only a `section_gone` tells of one) by number and term."""
+    if not state.subject:
+        return f"class {state.class_nbr} in {term_label(state.term)}"
     return f"{state.course} ({state.class_nbr})"
 
 
@@ -88,6 +91,8 @@ def _when(state: SectionState) -> str:
 
 def _rows(change: SectionChange) -> list[Row]:
     state = change.state
+    if not state.subject:
+        return [Row("Class number", state.class_nbr), Row("Term", term_label(state.term))]
     rows = [Row("Course", state.course), Row("Title", state.title), Row("Class number", state.class_nbr)]
     if state.section:
         rows.append(Row("Section", state.section))
@@ -99,7 +104,9 @@ def _rows(change: SectionChange) -> list[Row]:
         ]
     else:
         rows.append(Row("Instructor", instructor_label(state.instructors), _people(state.instructors)))
-    rows.append(Row("Seats", f"{state.open_seats} of {state.enrl_cap} seats open"))
+    # A section no longer listed has no seats now: its last counts would mislead.
+    if change.kind != "section_gone":
+        rows.append(Row("Seats", f"{state.open_seats} of {state.enrl_cap} seats open"))
     if change.kind in ("waitlist_opened", "seat_filled") and state.wait_cap > 0:
         spots = max(0, state.wait_cap - state.wait_tot)
         rows.append(Row("Waitlist", f"{spots} of {state.wait_cap} waitlist spots open"))
@@ -121,6 +128,7 @@ def render(
         label=label,
         state=state,
         change=change,
+        term=term_label(state.term),
         old=instructor_label(change.old_instructors),
         new=instructor_label(state.instructors),
     )
@@ -137,8 +145,11 @@ def render(
         # When the class search was read, which is what the seat count is as of; older publishers
         # did not send scraped_at.
         "checked_at": arizona_time(change.scraped_at or change.detected_at),
-        # Open seats someone may not be able to take; a cancelled section has none worth a warning.
-        "reserved": state.reserved_seats and state.open_seats > 0 and change.kind != "section_cancelled",
+        # Open seats someone may not be able to take; a cancelled or vanished section has none worth a
+        # warning.
+        "reserved": state.reserved_seats
+        and state.open_seats > 0
+        and change.kind not in ("section_cancelled", "section_gone"),
         "catalog_url": catalog_url(state.term, state.class_nbr),
         "unsubscribe_url": unsubscribe_url,
         "site": site,

@@ -1,4 +1,5 @@
-"""The scheduler: at the start of every window, one check event per watched section not cancelled."""
+"""The scheduler: at the start of every window, one check per course with watched sections due (and one per
+section not seen yet)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ FRESHNESS_POLL_SECONDS = 15.0
 class CycleResult:
     window: int
     sections: int
+    # Checks in this cycle (courses + sections looked up by class number), and how many were courses.
+    checks: int
+    courses: int
     published: int
     duplicates: int
     seconds: float
@@ -51,8 +55,9 @@ class Scheduler:
         started = time.monotonic()
         now = time.time() if now is None else now
         window = self._topology.window_of(now)
-        sections = await watched_sections(self._pool)
-        acks = await publish_all(self._js, check_messages(self._topology, sections, window, now))
+        sections = await watched_sections(self._pool, window)
+        messages = check_messages(self._topology, sections, window, now)
+        acks = await publish_all(self._js, messages)
         duplicates = sum(1 for ack in acks if ack.duplicate)
         CHECKS_PUBLISHED.inc(len(acks) - duplicates)
         SCHEDULER_CYCLE_SECONDS.observe(time.monotonic() - started)
@@ -60,6 +65,8 @@ class Scheduler:
         result = CycleResult(
             window=window,
             sections=len(sections),
+            checks=len(messages),
+            courses=sum(1 for m in messages if m.subject == self._topology.check_course_subject),
             published=len(acks) - duplicates,
             duplicates=duplicates,
             seconds=round(time.monotonic() - started, 3),
@@ -69,6 +76,8 @@ class Scheduler:
             "check cycle published",
             window=result.window,
             sections=result.sections,
+            checks=result.checks,
+            courses=result.courses,
             published=result.published,
             duplicates=result.duplicates,
             seconds=result.seconds,

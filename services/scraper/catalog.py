@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 import httpx
@@ -40,6 +42,44 @@ class PermanentCatalogError(Exception):
     """The catalog refused the request itself (4xx other than 429): asking the same again will not help."""
 
 
+class RateLimited(TransientCatalogError):
+    """429: the class search asks every one of us to wait (`retry_after` seconds, when it says)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ApiRefused(PermanentCatalogError):
+    """401/403: the anonymous door (`Bearer null`) is closed to us; the class-list page may still work."""
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """`Retry-After` as seconds from `now`: either a number of seconds or an HTTP date; None if absent or
+    unreadable (the caller then uses its own back-off)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text), 86_400))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def course_query(term: str, subject: str, catalog_nbr: str) -> dict[str, str]:
+    """The query of a whole-course search (every section, every campus), as the catalog page builds it."""
+    return {**_FIXED_QUERY, "term": term, "subject": subject, "catalogNbr": catalog_nbr}
+
+
+def section_query(term: str, class_nbr: str) -> dict[str, str]:
+    return {**_FIXED_QUERY, "term": term, "classNbr": class_nbr}
+
+
 class CatalogClient:
     def __init__(self, base_url: str, *, timeout: float = 15.0, max_connections: int = 20) -> None:
         self._base_url = base_url.rstrip("/")
@@ -51,27 +91,38 @@ class CatalogClient:
 
     async def search_section(self, term: str, class_nbr: str) -> bytes:
         """The raw class-search answer for one class number; parse it with `parser.find_section`."""
+        return await self.search(section_query(term, class_nbr), f"{term}/{class_nbr}")
+
+    async def search(self, query: Mapping[str, str], what: str) -> bytes:
+        """The raw class-search answer to `query` (`what` names it in errors)."""
         url = f"{self._base_url}/search/classes"
-        params = {**_FIXED_QUERY, "term": term, "classNbr": class_nbr}
         started = time.perf_counter()
         try:
-            response = await self._http.get(url, params=params)
+            response = await self._http.get(url, params=dict(query))
         except httpx.TimeoutException as exc:
             SOURCE_REQUESTS.labels("timeout").inc()
-            raise TransientCatalogError(f"class search timed out for {term}/{class_nbr}") from exc
+            raise TransientCatalogError(f"class search timed out for {what}") from exc
         except httpx.TransportError as exc:
             SOURCE_REQUESTS.labels("unreachable").inc()
             raise TransientCatalogError(f"class search unreachable: {type(exc).__name__}: {exc}") from exc
         finally:
             SOURCE_REQUEST_SECONDS.observe(time.perf_counter() - started)
         status = response.status_code
-        if status == 429 or status >= 500:
-            SOURCE_REQUESTS.labels("http_429" if status == 429 else "http_5xx").inc()
-            log.warning("catalog.transient_status", status=status, term=term, class_nbr=class_nbr)
-            raise TransientCatalogError(f"class search answered {status} for {term}/{class_nbr}")
+        if status == 429:
+            SOURCE_REQUESTS.labels("http_429").inc()
+            retry_after = retry_after_seconds(response.headers.get("retry-after"), time.time())
+            log.warning("class search rate limit", what=what, retry_after=retry_after)
+            raise RateLimited(f"class search answered 429 for {what}", retry_after)
+        if status >= 500:
+            SOURCE_REQUESTS.labels("http_5xx").inc()
+            log.warning("class search failed", status=status, what=what)
+            raise TransientCatalogError(f"class search answered {status} for {what}")
+        if status in (401, 403):
+            SOURCE_REQUESTS.labels("http_4xx").inc()
+            raise ApiRefused(f"class search answered {status} for {what}: the anonymous door is closed")
         if not response.is_success:
             SOURCE_REQUESTS.labels("http_4xx").inc()
-            raise PermanentCatalogError(f"class search answered {status} for {term}/{class_nbr}")
+            raise PermanentCatalogError(f"class search answered {status} for {what}")
         # Answered requests are counted by what they said (ok, not_found, bad_shape) once parsed.
         return response.content
 

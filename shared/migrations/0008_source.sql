@@ -13,31 +13,42 @@ ALTER TABLE section_missing
     ADD COLUMN gone_at          timestamptz,
     ADD COLUMN gone_snapshot_id text;
 
--- When each term ends, as far as the stored sections tell: a term ends for every section at once.
+-- When each term ends, as far as the stored sections tell (a term ends for every section at once), and
+-- whether it has, on Arizona's calendar: ASU's terms end there, and the database's clock may be UTC.
 CREATE VIEW term_calendar AS
-SELECT term, max(term_end) AS term_end
+SELECT term,
+       max(term_end) AS term_end,
+       max(term_end) < (now() AT TIME ZONE 'America/Phoenix')::date AS ended
 FROM section
 WHERE term_end IS NOT NULL
 GROUP BY term;
 
--- What the scheduler checks: every watched section, except those last seen inactive (cancelled), those
--- retired as gone, and those of a term that has ended. subject and catalog_nbr are the course of a section
--- seen before (the scheduler asks for the whole course at once), NULL for one never seen (looked up by its
--- class number).
+-- Every watched section with its course (a section seen before; NULL for one never seen: it is looked up
+-- by class number) and why it may not be checked: last seen inactive (cancelled), retired as gone (not
+-- listed in 3 consecutive windows), or of a term that has ended. A read-only view, so the scheduler does
+-- not read the detector's tables itself.
 DROP VIEW watched_section_freshness;
 DROP VIEW sections_to_check;
-CREATE VIEW sections_to_check AS
-SELECT DISTINCT w.term, w.class_nbr, NULLIF(s.subject, '') AS subject, NULLIF(s.catalog_nbr, '') AS catalog_nbr
+CREATE VIEW watched_section_status AS
+SELECT DISTINCT w.term,
+       w.class_nbr,
+       NULLIF(s.subject, '') AS subject,
+       NULLIF(s.catalog_nbr, '') AS catalog_nbr,
+       COALESCE(s.class_status, 'A') <> 'A' AS cancelled,
+       EXISTS (
+           SELECT 1 FROM section_missing AS m
+           WHERE m.term = w.term AND m.class_nbr = w.class_nbr AND m.gone_at IS NOT NULL
+       ) AS gone,
+       EXISTS (SELECT 1 FROM term_calendar AS t WHERE t.term = w.term AND t.ended) AS ended
 FROM watch AS w
-LEFT JOIN section AS s USING (term, class_nbr)
-WHERE COALESCE(s.class_status, 'A') = 'A'
-  AND NOT EXISTS (
-      SELECT 1 FROM section_missing AS m
-      WHERE m.term = w.term AND m.class_nbr = w.class_nbr AND m.gone_at IS NOT NULL
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM term_calendar AS t WHERE t.term = w.term AND t.term_end < current_date
-  );
+LEFT JOIN section AS s USING (term, class_nbr);
+
+-- What the scheduler checks every window. Gone sections are looked at again now and then (the scheduler
+-- adds them to some windows, services/scheduler/sections.py): one found again is back to normal.
+CREATE VIEW sections_to_check AS
+SELECT term, class_nbr, subject, catalog_nbr
+FROM watched_section_status
+WHERE NOT (cancelled OR gone OR ended);
 
 CREATE VIEW watched_section_freshness AS
 SELECT c.term,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from devtools.net import free_port
+from devtools.prepare_tests import chromium
 from shared.streams import Topology
 from tests.infra import REPO
 
@@ -122,6 +123,10 @@ def system_env(
         REDIS_URL=redis_url,
         NAMESPACE=namespace,
         ASU_API_URL=asu_api_url,
+        ASU_CATALOG_URL=asu_api_url.split("/catalog-microservices")[0],
+        CHROMIUM_PATH=str(chromium() or ""),
+        # After the class-list page test reopens the API's door, the next checks use the API again soon.
+        ASU_API_RETRY_SECONDS="5",
         EMAIL_BACKEND="resend",
         RESEND_API_KEY="re_e2e_test_key",
         RESEND_API_URL=resend_url,

@@ -387,3 +387,34 @@ async def test_one_opening_is_counted_by_every_service_and_followed_through_thei
             if change_key in line
         ]
         assert any(line["event"] == event for line in lines), f"{change_key} not in the {service} log"
+
+
+async def test_when_the_api_shuts_us_out_the_alert_comes_through_the_class_list_page(world: World) -> None:
+    """The `Bearer null` door closes: the scraper reads the class-list page in real Chromium, and the
+    student is told about the opening as before. A course of its own, so other tests' sections stay on the
+    API's side of the switch as long as they can."""
+    await add_section(world, "70005", subject="MAT", catalog_nbr="265")
+    fay = await student(world, "fay@asu.test")
+    try:
+        await watch(fay, "70005")
+        await eventually(lambda: seen(fay, "70005"), "the section's first check")
+        (await world.catalog.post("/_sim/door", json={"anonymous": False})).raise_for_status()
+        async with httpx.AsyncClient(base_url=world.catalog.base_url) as anonymous:
+            refused = await anonymous.get(
+                "/catalog-microservices/api/v1/search/classes",
+                params={"term": TERM, "classNbr": "70005"},
+                headers={"Authorization": "Bearer null"},
+            )
+        assert refused.status_code == 401
+
+        async def browsing() -> bool:
+            return await metric(world.system.health_urls["scraper"], "pmc_source_mode", mode="browser") == 1
+
+        await eventually(browsing, "the scraper to switch to the class-list page")
+        await change_section(world, "70005", enrl_tot=99)
+        [alert] = await eventually(lambda: emails_to(world, "fay@asu.test"), "the seat email")
+        assert alert["subject"] == "Seat available: MAT 265 (70005)"
+        assert await metric(world.system.health_urls["scraper"], "pmc_browser_pages_total", outcome="ok") >= 1
+    finally:
+        (await world.catalog.post("/_sim/door", json={"anonymous": True})).raise_for_status()
+        await fay.aclose()

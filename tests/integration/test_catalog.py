@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -13,8 +14,9 @@ import pytest
 from devtools.catalog_sim import API_PREFIX, SimSection, clas_row, serve
 from devtools.catalog_sim.demo import SPOTLIGHT_PERIOD, demo_sections, drift, spotlight
 from devtools.catalog_sim.sections import check_section
-from services.scraper.catalog import CatalogClient, PermanentCatalogError, TransientCatalogError
-from services.scraper.parser import find_section
+from devtools.catalog_sim.state import MAX_SCROLLS, SimCatalog
+from services.scraper.catalog import CatalogClient, PermanentCatalogError, TransientCatalogError, course_query
+from services.scraper.parser import find_section, read_course_page
 from tests.infra import ASU_CAPTURE
 
 TERM = "2271"
@@ -248,6 +250,8 @@ async def test_demo_mode_serves_generated_sections() -> None:
 
 
 def test_sim_rows_use_the_real_field_names_and_types() -> None:
+    if not ASU_CAPTURE.exists():
+        pytest.skip(f"needs ../shared (ASU capture): {ASU_CAPTURE} is missing")
     real = json.loads(ASU_CAPTURE.read_bytes())["classes"][0]["CLAS"]
     sim = clas_row(SimSection(**section("66445")))
     assert set(sim) <= set(real), set(sim) - set(real)
@@ -284,3 +288,149 @@ def test_demo_drift_opens_then_refills_the_spotlit_sections() -> None:
                 refilled_at.setdefault(key, tick)
     assert opened_at == {key: index for index, key in enumerate(watched)}
     assert refilled_at == {key: index + SPOTLIGHT_PERIOD for index, key in enumerate(watched)}
+
+
+# Whole-course searches page like Elasticsearch: first page + scrollId, then the same query + scrollId.
+
+
+async def search(client: httpx.AsyncClient, sim_url: str, **params: str) -> httpx.Response:
+    return await client.get(
+        f"{sim_url}/search/classes", params=params, headers={"Authorization": "Bearer null"}
+    )
+
+
+async def create_many(control: httpx.AsyncClient, bodies: list[dict[str, Any]]) -> None:
+    limit = asyncio.Semaphore(16)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with limit:
+            await create(control, **body)
+
+    await asyncio.gather(*(one(body) for body in bodies))
+
+
+async def test_course_of_450_sections_pages_200_200_50_then_empty(
+    control: httpx.AsyncClient, sim_url: str
+) -> None:
+    numbers = [f"{60000 + i:05d}" for i in range(450)]
+    await create_many(control, [section(n, enrl_tot=i % 151) for i, n in enumerate(numbers)])
+    await create(control, **section("59999", subject="MAT", title="Not This One"))
+    query = course_query(TERM, "CSE", "310")
+    seen: list[str] = []
+    sizes: list[int] = []
+    async with httpx.AsyncClient() as client:
+        response = await search(client, sim_url, **query)
+        scroll_id = response.json()["scrollId"]
+        for _ in range(4):
+            assert response.status_code == 200, response.text
+            page = read_course_page(response.content, TERM, "CSE", "310")
+            sizes.append(page.rows)
+            seen += [s.class_nbr for s in page.sections]
+            assert (page.total, page.scroll_id, page.refused) == (450, scroll_id, ())
+            response = await search(client, sim_url, **query, scrollId=scroll_id)
+    assert sizes == [200, 200, 50, 0]
+    assert seen == numbers
+    stats = (await control.get("/_sim/stats")).json()
+    assert (stats["searches"], stats["pages"], stats["by_course"]) == (5, 5, {"CSE 310": 5})
+
+
+async def test_scroll_serves_the_rows_as_they_were_when_the_search_started(
+    control: httpx.AsyncClient, sim_url: str
+) -> None:
+    assert (await control.post("/_sim/reset", json={"page_size": 2})).json()["page_size"] == 2
+    for number in ("61001", "61002", "61003"):
+        await create(control, **section(number, enrl_tot=150))
+    query = course_query(TERM, "CSE", "310")
+    async with httpx.AsyncClient() as client:
+        first = (await search(client, sim_url, **query)).json()
+        patched = await control.patch(f"/_sim/sections/{TERM}/61003", json={"enrl_tot": 100})
+        assert patched.status_code == 200
+        await create(control, **section("61004"))
+        second = (await search(client, sim_url, **query, scrollId=first["scrollId"])).json()
+        fresh = (await search(client, sim_url, **query)).json()
+    assert [item["CLAS"]["CLASSNBR"] for item in first["classes"]] == ["61001", "61002"]
+    assert [item["CLAS"]["CLASSNBR"] for item in second["classes"]] == ["61003"]
+    assert second["classes"][0]["seatInfo"]["ENRL_TOT"] == 150
+    assert second["total"]["value"] == 3
+    assert fresh["total"]["value"] == 4
+    assert fresh["scrollId"] != first["scrollId"]
+
+
+async def test_empty_scroll_id_starts_a_search(control: httpx.AsyncClient, sim_url: str) -> None:
+    await create(control, **section("61101"))
+    async with httpx.AsyncClient() as client:
+        response = await search(client, sim_url, **course_query(TERM, "CSE", "310"), scrollId="")
+    assert [item["CLAS"]["CLASSNBR"] for item in response.json()["classes"]] == ["61101"]
+
+
+async def test_unknown_scroll_id_is_404(control: httpx.AsyncClient, sim_url: str) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await search(client, sim_url, **course_query(TERM, "CSE", "310"), scrollId="nope")
+    assert response.status_code == 404
+    assert "scrollId" in response.json()["error"]
+    stats = (await control.get("/_sim/stats")).json()
+    assert (stats["searches"], stats["pages"]) == (1, 0)
+
+
+async def test_reset_forgets_open_scrolls_and_page_size(control: httpx.AsyncClient, sim_url: str) -> None:
+    await control.post("/_sim/reset", json={"page_size": 1})
+    await create(control, **section("61201"))
+    await create(control, **section("61202"))
+    async with httpx.AsyncClient() as client:
+        first = (await search(client, sim_url, **course_query(TERM, "CSE", "310"))).json()
+        assert len(first["classes"]) == 1
+        reset = await control.post("/_sim/reset")
+        assert reset.json()["page_size"] == 200
+        gone = await search(client, sim_url, **course_query(TERM, "CSE", "310"), scrollId=first["scrollId"])
+    assert gone.status_code == 404
+
+
+@pytest.mark.parametrize("body", [{"page_size": 0}, {"page_size": "big"}, {"pages": 3}])
+async def test_reset_rejects_bad_paging(control: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    response = await control.post("/_sim/reset", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]
+
+
+async def test_class_number_search_is_one_page_as_before(
+    control: httpx.AsyncClient, catalog: CatalogClient
+) -> None:
+    await create(control, **section("62350", enrl_tot=150))
+    await create(control, **section("62351", enrl_tot=20))
+    payload = await catalog.search_section(TERM, "62350")
+    body = json.loads(payload)
+    assert [item["CLAS"]["CLASSNBR"] for item in body["classes"]] == ["62351", "62350"]
+    assert body["total"] == {"value": 2, "relation": "eq"}
+    state = find_section(payload, TERM, "62350")
+    assert state is not None
+    assert state.term_end == "2027-05-08"
+    stats = (await control.get("/_sim/stats")).json()
+    assert (stats["by_class_nbr"], stats["by_course"]) == ({"62350": 1}, {})
+
+
+async def test_rows_carry_the_term_end(control: httpx.AsyncClient, sim_url: str) -> None:
+    await create(control, **section("62401"))
+    await create(control, **section("62402", term_end="2025-12-12"))
+    async with httpx.AsyncClient() as client:
+        response = await search(client, sim_url, **course_query(TERM, "CSE", "310"))
+    rows = {item["CLAS"]["CLASSNBR"]: item["CLAS"] for item in response.json()["classes"]}
+    assert rows["62401"]["TERMENDDATE"] == "2027-05-08 00:00:00.0"
+    assert rows["62402"]["TERMENDDATE"] == "2025-12-12 00:00:00.0"
+    page = read_course_page(response.content, TERM, "CSE", "310")
+    assert {s.class_nbr: s.term_end for s in page.sections} == {"62401": "2027-05-08", "62402": "2025-12-12"}
+
+
+@pytest.mark.parametrize("term_end", ["2025-02-30", "12/12/2025", "2025-12-12 00:00:00.0"])
+async def test_control_api_rejects_bad_term_end(control: httpx.AsyncClient, term_end: str) -> None:
+    response = await control.post("/_sim/sections", json=section("62403", term_end=term_end))
+    assert response.status_code == 422
+    assert "term_end" in response.json()["error"]
+
+
+def test_scroll_contexts_are_bounded() -> None:
+    catalog = SimCatalog([SimSection(**section("62501"))], page_size=1)
+    first = catalog.first_page(list(catalog.sections.values()))
+    for _ in range(MAX_SCROLLS):
+        catalog.first_page(list(catalog.sections.values()))
+    assert catalog.stats()["scrolls"] == MAX_SCROLLS
+    assert catalog.next_page(first["scrollId"]) is None

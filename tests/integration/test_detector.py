@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import date, timedelta
 
 import asyncpg
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from prometheus_client import REGISTRY
 
 from services.detector.changes import detect
 from services.detector.handlers import Detector
+from services.detector.retirement import RETIRE_AFTER_MISSES
 from services.detector.store import apply_snapshots
 from shared.events import SectionChange, SectionLive, SectionNotFound, SectionSnapshot, decode, encode
 from shared.streams import Consumer, Topology
@@ -248,3 +251,235 @@ async def test_a_redelivery_of_a_snapshot_stored_before_migration_0004_invents_n
     [again] = await apply_snapshots(db, [cancelled])
     assert again.previous is not None
     assert detect(again.previous, cancelled.state, cancelled.snapshot_id, 0.0) == []
+
+
+# Any moment: the retirement rules compare stored times with each other, never with the clock.
+T0 = 1_790_000_000.0
+
+
+def window(topology: Topology, n: int) -> float:
+    """A moment in the n-th check window after T0."""
+    return T0 + n * topology.check_interval_seconds
+
+
+def not_found(snapshot_id: str, scraped_at: float, class_nbr: str = "12345") -> SectionNotFound:
+    return SectionNotFound(snapshot_id=snapshot_id, scraped_at=scraped_at, term="2271", class_nbr=class_nbr)
+
+
+async def watch(db: asyncpg.Pool, sections: list[tuple[str, str]]) -> None:
+    user_id = await db.fetchval(
+        "INSERT INTO app_user (email, password_hash) VALUES ('w@x.edu', 'x') RETURNING id"
+    )
+    for term, class_nbr in sections:
+        await db.execute(
+            "INSERT INTO watch (user_id, term, class_nbr) VALUES ($1, $2, $3)", user_id, term, class_nbr
+        )
+
+
+async def check_window(
+    js: JetStreamContext,
+    topology: Topology,
+    detector: Detector,
+    events: list[SectionSnapshot | SectionNotFound],
+) -> None:
+    """One window's observations, handled as one batch."""
+    for event in events:
+        subject = (
+            topology.snapshot_missing_subject
+            if isinstance(event, SectionNotFound)
+            else topology.snapshot_found_subject
+        )
+        await js.publish(subject, encode(event))
+    await detector.handle(await fetch(js, topology.detector, count=len(events)))
+
+
+async def to_check(db: asyncpg.Pool) -> list[tuple[str, str]]:
+    return [
+        (r["term"], r["class_nbr"]) for r in await db.fetch("SELECT term, class_nbr FROM sections_to_check")
+    ]
+
+
+def storms() -> float:
+    return REGISTRY.get_sample_value("pmc_not_found_storms_total") or 0.0
+
+
+async def test_three_misses_in_three_windows_retire_a_section_once_as_it_was_last_seen(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    await watch(db, [("2271", "12345")])
+    detector = Detector(db, nc, topology)
+    last_seen = snapshot("seen", window(topology, 0), enrl_tot=97, instructors=("Ada Lovelace",))
+    await check_window(js, topology, detector, [last_seen])
+    for n in range(1, RETIRE_AFTER_MISSES + 2):  # one more miss after the retiring one
+        await check_window(js, topology, detector, [not_found(f"m{n}", window(topology, n))])
+    [gone] = await changes(js, topology)
+    assert (gone.kind, gone.change_key, gone.scraped_at) == ("section_gone", "m3", window(topology, 3))
+    assert gone.state == last_seen.state
+    assert (gone.old_open_seats, gone.old_instructors) == (3, ("Ada Lovelace",))
+    row = await db.fetchrow("SELECT missing_count, gone_at, gone_snapshot_id FROM section_missing")
+    assert row is not None
+    assert (row["missing_count"], row["gone_snapshot_id"]) == (4, "m3")
+    assert row["gone_at"] is not None
+    assert await to_check(db) == []
+
+
+async def test_two_misses_retire_nobody(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    detector = Detector(db, nc, topology)
+    for n in range(1, RETIRE_AFTER_MISSES):
+        await check_window(js, topology, detector, [not_found(f"m{n}", window(topology, n))])
+    assert await db.fetchval("SELECT gone_at FROM section_missing") is None
+    assert await changes(js, topology) == []
+
+
+async def test_a_redelivered_retiring_miss_announces_the_same_change_under_the_same_id(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    published = await nc.subscribe(f"{topology.namespace}.change.>")
+    consumer = await quick_redelivery(js, topology, topology.detector)
+    detector = Detector(db, nc, topology)
+    await publish(js, topology, snapshot("seen", window(topology, 0)))
+    await detector.handle(await fetch(js, consumer))
+    for n in range(1, RETIRE_AFTER_MISSES + 1):
+        await js.publish(topology.snapshot_missing_subject, encode(not_found(f"m{n}", window(topology, n))))
+        if n < RETIRE_AFTER_MISSES:
+            await detector.handle(await fetch(js, consumer))
+    await handle_twice(js, consumer, detector)
+    ids = [(await published.next_msg(timeout=5)).headers for _ in range(2)]
+    assert [headers and headers.get("Nats-Msg-Id") for headers in ids] == ["section_gone:2271:12345:m3"] * 2
+    await published.unsubscribe()
+    assert [(c.kind, c.change_key) for c in await changes(js, topology)] == [("section_gone", "m3")]
+    assert await db.fetchval("SELECT gone_snapshot_id FROM section_missing") == "m3"
+    await assert_settled(nc, js, consumer)
+
+
+async def test_a_retired_section_found_again_is_checked_again_and_the_usual_rules_apply(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    await watch(db, [("2271", "12345")])
+    detector = Detector(db, nc, topology)
+    await check_window(js, topology, detector, [snapshot("full", window(topology, 0), enrl_tot=100)])
+    for n in range(1, RETIRE_AFTER_MISSES + 1):
+        await check_window(js, topology, detector, [not_found(f"m{n}", window(topology, n))])
+    assert await to_check(db) == []
+    # Back as it was: no news about coming back.
+    await check_window(js, topology, detector, [snapshot("back", window(topology, 4), enrl_tot=100)])
+    assert await db.fetchval("SELECT count(*) FROM section_missing") == 0
+    assert await to_check(db) == [("2271", "12345")]
+    await check_window(js, topology, detector, [snapshot("open", window(topology, 5), enrl_tot=98)])
+    assert [(c.kind, c.change_key) for c in await changes(js, topology)] == [
+        ("section_gone", "m3"),
+        ("seat_opened", "open"),
+    ]
+
+
+async def test_a_section_never_found_is_retired_by_its_number(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    await watch(db, [("2271", "12345")])
+    detector = Detector(db, nc, topology)
+    for n in range(1, RETIRE_AFTER_MISSES + 1):
+        await check_window(js, topology, detector, [not_found(f"m{n}", window(topology, n))])
+    [gone] = await changes(js, topology)
+    assert (gone.kind, gone.change_key, gone.old_open_seats, gone.old_instructors) == (
+        "section_gone",
+        "m3",
+        0,
+        (),
+    )
+    state = gone.state
+    assert (state.term, state.class_nbr, state.subject, state.catalog_nbr, state.title) == (
+        "2271",
+        "12345",
+        "",
+        "",
+        "",
+    )
+    assert await to_check(db) == []
+
+
+async def test_a_not_found_storm_retires_nobody_and_the_first_miss_after_it_retires(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    sections = [f"1234{n}" for n in range(10)]
+    await watch(db, [("2271", class_nbr) for class_nbr in sections])
+    missing, present = sections[:5], sections[5:]
+    detector = Detector(db, nc, topology)
+    await check_window(
+        js, topology, detector, [snapshot(f"s0-{c}", window(topology, 0), class_nbr=c) for c in sections]
+    )
+    storms_before = storms()
+    for n in range(1, RETIRE_AFTER_MISSES + 1):
+        at = window(topology, n)
+        await check_window(
+            js,
+            topology,
+            detector,
+            [not_found(f"m{n}-{c}", at, class_nbr=c) for c in missing]
+            + [snapshot(f"s{n}-{c}", at, class_nbr=c) for c in present],
+        )
+    # 5 of the 10 sections checked in the interval went missing at once: the source's fault.
+    assert storms() == storms_before + 1
+    assert await db.fetchval("SELECT count(*) FROM section_missing WHERE gone_at IS NOT NULL") == 0
+    assert await changes(js, topology) == []
+    assert len(await to_check(db)) == 10
+
+    # The class search is back: all but one of them are found again; the one still missing is retired.
+    at = window(topology, RETIRE_AFTER_MISSES + 1)
+    deleted = missing[0]
+    await check_window(
+        js,
+        topology,
+        detector,
+        [not_found("deleted", at, class_nbr=deleted)]
+        + [snapshot(f"back-{c}", at, class_nbr=c) for c in sections if c != deleted],
+    )
+    assert [(c.kind, c.state.class_nbr, c.change_key) for c in await changes(js, topology)] == [
+        ("section_gone", deleted, "deleted")
+    ]
+    assert storms() == storms_before + 1
+    assert sorted(c for _, c in await to_check(db)) == sections[1:]
+
+
+async def test_the_term_end_is_stored_with_every_snapshot(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    detector = Detector(db, nc, topology)
+    await check_window(js, topology, detector, [snapshot("a", window(topology, 0), term_end="2027-05-08")])
+    assert await db.fetchval("SELECT term_end FROM section") == date(2027, 5, 8)
+    assert await db.fetchval("SELECT term_end FROM term_calendar WHERE term = '2271'") == date(2027, 5, 8)
+    await check_window(js, topology, detector, [snapshot("b", window(topology, 1), term_end="")])
+    assert await db.fetchval("SELECT term_end FROM section") is None
+    # A date the detector cannot read is left out; the snapshot is stored all the same.
+    await check_window(js, topology, detector, [snapshot("c", window(topology, 2), term_end="May 8, 2027")])
+    row = await db.fetchrow("SELECT snapshot_id, term_end FROM section")
+    assert row is not None
+    assert (row["snapshot_id"], row["term_end"]) == ("c", None)
+
+
+async def test_sections_of_a_term_that_ended_are_no_longer_checked(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    today = date.today()
+    await watch(db, [("2261", "11111"), ("2264", "22222"), ("2264", "33333"), ("2267", "44444")])
+    detector = Detector(db, nc, topology)
+    await check_window(
+        js,
+        topology,
+        detector,
+        [
+            snapshot(
+                "ended",
+                window(topology, 0),
+                term="2261",
+                class_nbr="11111",
+                term_end=str(today - timedelta(1)),
+            ),
+            snapshot("today", window(topology, 0), term="2264", class_nbr="22222", term_end=str(today)),
+            # No end given for this one: the term's other sections tell when it ends.
+            snapshot("same-term", window(topology, 0), term="2264", class_nbr="33333"),
+        ],
+    )
+    # A term ends the day after its last day; a term whose end is not known yet is still checked.
+    assert sorted(await to_check(db)) == [("2264", "22222"), ("2264", "33333"), ("2267", "44444")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 import asyncpg
@@ -298,6 +298,36 @@ async def test_watches_show_the_latest_section_state(
     assert section["last_checked"].startswith("2026-11-20T12:00:00")
     assert section["found"] is True
     assert missing["section"]["found"] is False
+
+
+async def test_watches_of_sections_no_longer_checked_say_why(
+    client: Client, db: asyncpg.Pool, register: Register
+) -> None:
+    await register(client)
+    await add_section(db, "2267", "66445")
+    await add_section(db, "2261", "11111")
+    await add_section(db, "2264", "33333")
+    for term, class_nbr in (("2267", "66445"), ("2267", "70001"), ("2261", "22222")):
+        await mark_missing(db, term, class_nbr)
+    await db.execute("UPDATE section_missing SET gone_at = now(), gone_snapshot_id = 'miss-1'")
+    today = date.today()
+    await db.execute("UPDATE section SET term_end = $1 WHERE term = '2261'", today - timedelta(days=1))
+    await db.execute("UPDATE section SET term_end = $1 WHERE term = '2264'", today)
+    sections = (("2267", "66445"), ("2267", "70001"), ("2261", "11111"), ("2261", "22222"), ("2264", "33333"))
+    for term, class_nbr in sections:
+        await client.post("/api/v1/watches", json={"term": term, "class_nbr": class_nbr})
+    retired, never_found, ended, ended_and_retired, last_day = (await client.get("/api/v1/watches")).json()
+    assert [w["status"] for w in (retired, never_found, ended, ended_and_retired, last_day)] == [
+        "gone",
+        "gone",
+        "ended",
+        "ended",  # an ended term wins over everything
+        "found",  # a term's last day is still in it
+    ]
+    assert retired["section"]["course"] == "CSE 310"
+    assert retired["section"]["found"] is False
+    assert never_found["section"] is None
+    assert ended["section"]["found"] is True
 
 
 async def test_unsubscribe_needs_a_post(

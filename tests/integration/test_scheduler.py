@@ -7,7 +7,8 @@ from nats.js import JetStreamContext
 from services.detector.handlers import Detector
 from services.detector.store import apply_snapshots, record_missing
 from services.scheduler.app import Scheduler
-from shared.events import CheckSection, SectionChange, SectionNotFound, encode
+from services.scheduler.sections import GONE_RECHECK_WINDOWS
+from shared.events import CheckCourse, CheckSection, SectionChange, SectionNotFound, encode
 from shared.freshness import freshness
 from shared.messaging import connect_nats
 from shared.streams import Topology
@@ -40,6 +41,7 @@ async def test_two_scheduler_replicas_publish_each_section_once_per_window(
     assert (first.sections, first.published, first.duplicates) == (3, 3, 0)
     assert (second.published, second.duplicates) == (0, 3)
     checks = [event for _, event in await stream_events(js, topology.checks_stream, CheckSection)]
+    # Never seen: each is looked up by its class number.
     assert sorted((c.term, c.class_nbr) for c in checks) == [
         ("2271", "12345"),
         ("2271", "54321"),
@@ -63,8 +65,13 @@ async def test_next_window_publishes_again_and_a_section_watched_twice_is_checke
 
 
 async def checked(js: JetStreamContext, topology: Topology, window: int) -> list[str]:
-    checks = [event for _, event in await stream_events(js, topology.checks_stream, CheckSection)]
-    return sorted(c.class_nbr for c in checks if c.window == window)
+    """The class numbers the checks of `window` ask about, by class number or in their course."""
+    sections = await stream_events(js, topology.checks_stream, CheckSection, topology.check_subject)
+    courses = await stream_events(js, topology.checks_stream, CheckCourse, topology.check_course_subject)
+    return sorted(
+        [c.class_nbr for _, c in sections if c.window == window]
+        + [nbr for _, c in courses if c.window == window for nbr in c.class_nbrs]
+    )
 
 
 async def test_a_cycle_skips_sections_stored_as_inactive_and_checks_them_again_once_active(
@@ -91,7 +98,8 @@ async def test_a_cycle_skips_sections_stored_as_inactive_and_checks_them_again_o
     # Looked up again anyway (a new watch is looked up at once) and active again: back in the cycle.
     await apply_snapshots(db, [snapshot("back", 2.0, class_nbr="10002")])
     later = now + topology.check_interval_seconds
-    assert (await scheduler.run_cycle(later)).published == 4
+    # 10001 and 10002 share a course: one check for both, and one each for the two never seen.
+    assert (await scheduler.run_cycle(later)).published == 3
     assert await checked(js, topology, topology.window_of(later)) == ["10001", "10002", "10004", "10005"]
 
 
@@ -131,3 +139,33 @@ async def test_a_cancellation_redelivered_to_the_detector_is_told_once_and_ends_
     # A section no longer checked does not age into the stale-sections alert.
     state = await freshness(db)
     assert (state.checked, state.unchecked) == (1, 0)
+
+
+async def test_sections_of_ended_terms_are_not_checked_and_gone_ones_only_hourly(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology
+) -> None:
+    await add_watches(db, [("2271", "10001"), ("2271", "10002"), ("2261", "20001"), ("2261", "20002")])
+    await apply_snapshots(
+        db,
+        [
+            snapshot("a", 1.0, class_nbr="10001"),
+            snapshot("b", 1.0, class_nbr="10002"),
+            # Spring 2026 ended on its last day: every section of the term is done, seen or not.
+            snapshot("c", 1.0, term="2261", class_nbr="20001", term_end="2026-05-08"),
+        ],
+    )
+    await db.execute(
+        "INSERT INTO section_missing (term, class_nbr, snapshot_id, missing_count, first_missing_at,"
+        " last_missing_at, gone_at, gone_snapshot_id) VALUES ('2271', '10002', 'm3', 3, now(), now(),"
+        " now(), 'm3')"
+    )
+    scheduler = Scheduler(db, js, topology)
+    interval = topology.check_interval_seconds
+    ordinary = (GONE_RECHECK_WINDOWS * 1000 + 1) * interval
+    hourly = (GONE_RECHECK_WINDOWS * 1001) * interval
+    assert (await scheduler.run_cycle(ordinary)).sections == 1
+    assert await checked(js, topology, topology.window_of(ordinary)) == ["10001"]
+    assert (await scheduler.run_cycle(hourly)).sections == 2
+    assert await checked(js, topology, topology.window_of(hourly)) == ["10001", "10002"]
+    state = await freshness(db)
+    assert state.checked + state.unchecked == 1

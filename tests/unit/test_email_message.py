@@ -215,7 +215,62 @@ def test_section_cancelled_points_to_other_sections() -> None:
     assert "reserved" not in email.text
 
 
-@pytest.mark.parametrize("kind", ["seat_opened", "seat_filled", "instructor_changed", "waitlist_opened"])
+def test_section_gone_says_it_is_no_longer_checked_and_what_to_do() -> None:
+    email = _render(_change("section_gone", reserved_seats=True, title="Ethics & <Society>"))
+
+    assert email.subject == "CSE 310 (class 66445) is no longer listed"
+    assert email.idempotency_id == "7:section_gone:snap-1"
+    for part in (email.text, _visible_text(email)):
+        assert "CSE 310 (class 66445) is no longer listed" in part
+        assert "The last 3 checks of ASU's class search did not list CSE 310 (class 66445)" in part
+        assert "so we stopped checking it" in part
+        assert "If it comes back, we will check it again" in part
+        assert "Remove the watch if you no longer need it, or keep it" in part
+        assert "Ethics & <Society>" in part
+        assert "Ruben Acuna" in part
+        assert "You are watching CSE 310 (66445) on PickMyClass" in part
+        # The last seat counts are no longer true, and reserved seats are nobody's.
+        assert "seats open" not in part
+        assert "reserved" not in part
+    assert "<Society>" not in email.html
+    assert catalog_url("2267", "66445") in _parse(email.html).hrefs
+
+
+def test_section_gone_of_a_section_never_found_names_its_number_and_term() -> None:
+    unknown = SectionState(
+        term="2267",
+        class_nbr="66445",
+        subject="",
+        catalog_nbr="",
+        title="",
+        enrl_cap=0,
+        enrl_tot=0,
+        open_seats=0,
+    )
+    email = _render(
+        SectionChange(
+            kind="section_gone",
+            change_key="m3",
+            detected_at=DETECTED_AT,
+            old_open_seats=0,
+            old_instructors=(),
+            state=unknown,
+        )
+    )
+
+    assert email.subject == "Class 66445 in Fall 2026 is no longer listed"
+    for part in (email.text, _visible_text(email)):
+        assert "did not list class 66445 in Fall 2026, so we stopped checking it" in part
+        assert "You are watching class 66445 in Fall 2026 on PickMyClass" in part
+        assert "Class number" in part
+        # Nothing else is known: no empty course, title or seat rows.
+        for row in ("Course", "Title", "Instructor", "Seats", "Staff", "()"):
+            assert row not in part
+
+
+@pytest.mark.parametrize(
+    "kind", ["seat_opened", "seat_filled", "instructor_changed", "waitlist_opened", "section_gone"]
+)
 def test_every_kind_keeps_the_unsubscribe_headers_and_link(kind: ChangeKind) -> None:
     email = _render(_change(kind, old_instructors=("Staff",), instructors=("Ada Lovelace",)))
 

@@ -70,7 +70,10 @@ SCALED: dict[str, Consumer] = {
 RIDERS = frozenset({TOPOLOGY.notifier_account.durable, TOPOLOGY.notifier_provider.durable})
 # Components whose containers get DATABASE_URL (everything but the scraper).
 USES_POSTGRES = frozenset({"setup", "scheduler", "detector", "notifier", "gateway"})
-USES_REDIS = frozenset({"gateway"})
+# The gateway (sessions, throttles), the notifier and the scraper (their shared request budgets).
+USES_REDIS = frozenset({"gateway", "notifier", "scraper"})
+# Environment a container may set besides our settings: what a program it runs needs.
+PROCESS_ENV = {"pmc-scraper": frozenset({"HOME"})}
 CALLS_INTERNET = frozenset({"scraper", "notifier"})
 DB_CLUSTER = "pmc-db"
 DB_SECRET = ("pmc-db-app", "uri")
@@ -109,6 +112,8 @@ ALERTS = (
     "PmcConsumerLag",
     "PmcDeadLetters",
     "PmcSourceErrors",
+    "PmcSourceBreakerOpen",
+    "PmcNotFoundStorm",
     "PmcEmailFailures",
     "PmcOpenToEmailSlow",
 )
@@ -423,7 +428,8 @@ def test_env_and_secrets(target: str) -> None:
         }
         assert refs == {("configMapRef", "pmc-config"), ("secretRef", "pmc-secrets")}, name
         env = {item["name"]: item for item in container.get("env", [])}
-        assert set(env) <= settings_env(), (name, set(env) - settings_env())
+        allowed = settings_env() | PROCESS_ENV.get(name, frozenset())
+        assert set(env) <= allowed, (name, set(env) - allowed)
         if component(workload) in USES_POSTGRES:
             ref = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
             assert (ref["name"], ref["key"]) == DB_SECRET, name

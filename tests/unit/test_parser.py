@@ -14,6 +14,8 @@ TERM = "2271"
 
 @pytest.fixture(scope="module")
 def capture() -> bytes:
+    if not ASU_CAPTURE.exists():
+        pytest.skip(f"needs ../shared (ASU capture): {ASU_CAPTURE} is missing")
     return ASU_CAPTURE.read_bytes()
 
 
@@ -90,6 +92,7 @@ def test_captured_lecture_is_read_fully(capture: bytes) -> None:
         location="TEMPE",
         instruction_mode="P",
         class_status="A",
+        term_end="2026-12-14",
     )
 
 
@@ -251,3 +254,34 @@ def test_nul_characters_are_dropped_from_text() -> None:
     state = find_section(refine(clas("80021", TITLE="Data\x00 Structures")), TERM, "80021")
     assert state is not None
     assert state.title == "Data Structures"
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("2026-12-14 00:00:00.0", "2026-12-14"),
+        ("2026-12-14", "2026-12-14"),
+        ("2026-12-14T00:00:00", "2026-12-14"),
+        (" 2027-05-08 00:00:00.0 ", "2027-05-08"),
+        ("2026-02-30 00:00:00.0", ""),
+        ("14/12/2026", ""),
+        ("", ""),
+        (None, ""),
+        (20261214, ""),
+    ],
+)
+def test_term_end_is_read_as_a_date_or_left_empty(given: object, read: str) -> None:
+    state = find_section(refine(clas("80022", TERMENDDATE=given)), TERM, "80022")
+    assert state is not None
+    assert state.term_end == read
+
+
+def test_term_end_absent_is_empty() -> None:
+    state = find_section(envelope(clas("80023")), TERM, "80023")
+    assert state is not None
+    assert state.term_end == ""
+
+
+def test_count_with_thousands_of_digits_is_a_format_error_not_a_crash() -> None:
+    with pytest.raises(CatalogFormatError, match="not a whole number"):
+        find_section(refine(clas("80024", ENRLCAP="9" * 5000), seat_info=False), TERM, "80024")

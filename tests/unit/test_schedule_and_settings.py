@@ -5,19 +5,51 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.scheduler.due import check_messages, seconds_until_next_window
-from shared.events import CheckSection, decode
+from services.scheduler.sections import WatchedSection
+from shared.events import CheckCourse, CheckSection, decode
 from shared.settings import SettingsError, load_settings
 from shared.streams import Topology
 from shared.tokens import InvalidToken, sign, verify
 
 
+def unseen(term: str, class_nbr: str) -> WatchedSection:
+    return WatchedSection(term, class_nbr, None, None)
+
+
 def test_check_messages_name_section_and_window() -> None:
     topology = Topology("pmc", 300)
-    first = check_messages(topology, [("2271", "12345"), ("2271", "54321")], 7, 2100.0)
-    again = check_messages(topology, [("2271", "12345"), ("2271", "54321")], 7, 2150.0)
+    first = check_messages(topology, [unseen("2271", "12345"), unseen("2271", "54321")], 7, 2100.0)
+    again = check_messages(topology, [unseen("2271", "12345"), unseen("2271", "54321")], 7, 2150.0)
     assert [m.msg_id for m in first] == [m.msg_id for m in again]
     assert len({m.msg_id for m in first}) == 2
     assert decode(first[0].payload, CheckSection).window == 7
+
+
+def test_sections_seen_before_are_checked_once_per_course() -> None:
+    topology = Topology("pmc", 300)
+    sections = [
+        WatchedSection("2271", "10001", "CSE", "310"),
+        WatchedSection("2271", "10002", "CSE", "310"),
+        WatchedSection("2271", "10003", "CSE", "310"),
+        WatchedSection("2271", "20001", "MAT", "265"),
+        # The same course number in another term is another course.
+        WatchedSection("2267", "30001", "CSE", "310"),
+        unseen("2271", "40001"),
+    ]
+    messages = check_messages(topology, sections, 7, 2100.0)
+    courses = [decode(m.payload, CheckCourse) for m in messages if m.subject == topology.check_course_subject]
+    lookups = [decode(m.payload, CheckSection) for m in messages if m.subject == topology.check_subject]
+    assert [(c.term, c.subject, c.catalog_nbr, c.class_nbrs) for c in courses] == [
+        ("2267", "CSE", "310", ("30001",)),
+        ("2271", "CSE", "310", ("10001", "10002", "10003")),
+        ("2271", "MAT", "265", ("20001",)),
+    ]
+    assert [(c.term, c.class_nbr) for c in lookups] == [("2271", "40001")]
+    assert len({m.msg_id for m in messages}) == 4
+    # Another replica planning the same window names every check the same way.
+    assert [m.msg_id for m in check_messages(topology, list(reversed(sections)), 7, 2160.0)] == [
+        m.msg_id for m in messages
+    ]
 
 
 def test_next_window_is_aligned_to_the_interval() -> None:

@@ -77,21 +77,31 @@ function instructorNodes(section) {
   return nodes;
 }
 
+// Watches whose section is no longer checked: what the card says in place of seats.
+const NOT_CHECKED = {
+  gone: "No longer listed: we stopped checking",
+  ended: "Term ended: no longer checked",
+};
+
 function renderCard(watch) {
   const section = watch.section;
-  const card = element("article", { class: `card ${seatClass(section)}`, "data-id": String(watch.id) });
+  const stopped = NOT_CHECKED[watch.status];
+  // No seat colour for a section no longer checked: its last counts are not news.
+  const colour = stopped ? "" : seatClass(section);
+  const card = element("article", { class: `card ${colour}`, "data-id": String(watch.id) });
   if (!section) {
     card.append(
       element("h3", {}, `Class ${watch.class_nbr}`),
       element("p", { class: "meta" }, watch.term_label),
       element("p", { class: "seats" },
-        watch.status === "not_found" ? "No such section in this term" : "Looking it up…"),
+        stopped || (watch.status === "not_found" ? "No such section in this term" : "Looking it up…")),
     );
   } else {
     const when = [section.days, section.start_time && `${section.start_time}–${section.end_time}`]
       .filter(Boolean).join(" ");
     let seats = `${section.open_seats} of ${section.enrl_cap} open`;
-    if (!section.found) seats = "Not found in this term";
+    if (stopped) seats = stopped;
+    else if (!section.found) seats = "Not found in this term";
     else if (section.open_seats > 0 && section.reserved_seats) seats += " (some may be reserved)";
     card.append(
       element("h3", {}, `${section.course} · ${watch.class_nbr}`),
@@ -125,7 +135,10 @@ async function loadWatches() {
 function applySectionUpdate(update) {
   for (const watch of state.watches.values()) {
     if (watch.term === update.term && watch.class_nbr === update.class_nbr) {
-      watch.status = update.found ? "found" : "not_found";
+      // A term that ended stays ended; a retired section stays retired until it is found again.
+      if (watch.status !== "ended" && (update.found || watch.status !== "gone")) {
+        watch.status = update.found ? "found" : "not_found";
+      }
       if (update.section) watch.section = update.section;
       else if (watch.section) watch.section = { ...watch.section, found: update.found, last_checked: update.checked_at };
       const old = document.querySelector(`.card[data-id="${watch.id}"]`);
