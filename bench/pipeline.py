@@ -247,6 +247,7 @@ class Processes:
 
     async def stop(self, name: str) -> None:
         process = self.running.pop(name)
+        self.metrics_urls.pop(name, None)
         with suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), STOP_SECONDS)
@@ -788,8 +789,9 @@ async def measure(options: Options, world: World) -> dict[str, Any]:
     result.update(await run.openings(pids))
     result.update(await run.provider_ceiling())
     result.update(await run.counters())
-    result.update(await run.budget())
     result["metrics"] = await scrape_metrics(world.processes.metrics_urls)
+    # Last: it restarts the scrapers, whose counters are in the metrics above.
+    result.update(await run.budget())
     return result
 
 

@@ -74,6 +74,9 @@ class ServiceContext:
     consumer: Consumer
     nc: Client
     readiness: Readiness
+    # Set on SIGTERM/SIGINT: a handler waiting for something that may take long (the scraper for the
+    # request budget) hands its messages back instead of holding up the stop.
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 HandlerFactory = Callable[[ServiceContext], Awaitable[BatchHandler]]
@@ -189,7 +192,7 @@ async def serve(settings: Settings, service: str, workers: Sequence[Worker]) -> 
             readiness.add(name, consumer_check(nc, consumer))
         for worker, consumer in zip(workers, consumers, strict=True):
             handlers.append(
-                await worker.make_handler(ServiceContext(settings, topology, consumer, nc, readiness))
+                await worker.make_handler(ServiceContext(settings, topology, consumer, nc, readiness, stop))
             )
         health = HealthServer(readiness, settings.health_port)
         health.start()

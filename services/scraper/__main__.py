@@ -33,6 +33,7 @@ async def make_scraper(ctx: ServiceContext) -> Scraper:
         ),
         guard,
         ModeStore(settings.redis_url, settings.namespace, api_retry_seconds=settings.asu_api_retry_seconds),
+        stop=ctx.stop,
     )
     ctx.readiness.add("class search", guard.readiness_check())
     return Scraper(

@@ -6,6 +6,8 @@ and comes back parsed. Callers get a section, a course, or one of three failures
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +41,8 @@ MAX_PAGES = 25
 BUDGET_WAIT_SECONDS = 60.0
 # When Redis cannot say whether a request is allowed, ask again after this long.
 UNKNOWN_RETRY_SECONDS = 5.0
+# A check handed back by a stopping scraper: another replica may take it at once.
+STOPPING_RETRY_SECONDS = 1.0
 
 
 class Blocked(Exception):
@@ -93,12 +97,14 @@ class ClassSearch:
         mode: ModeStore,
         *,
         budget_wait: float = BUDGET_WAIT_SECONDS,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._api = api
         self._browser = browser
         self.guard = guard
         self._mode = mode
         self._budget_wait = budget_wait
+        self._stop = stop or asyncio.Event()
 
     async def section(self, term: str, class_nbr: str, heartbeat: Heartbeat) -> SectionState | None:
         """The section, or None when the class search does not list it."""
@@ -200,14 +206,13 @@ class ClassSearch:
             raise Blocked(admission.reason, admission.wait)
         probe = admission.probe
         try:
-            if not await self.guard.take_slot(heartbeat, max_wait=self._budget_wait):
-                await self.guard.abandoned(probe=probe)
-                raise Blocked(
-                    "the fleet's request budget (ASU_REQUESTS_PER_MINUTE) is spent", self._budget_wait
-                )
+            slot = await self._take_slot(heartbeat)
         except SourceUnavailable as exc:
             await self.guard.abandoned(probe=probe)
             raise Blocked(str(exc), UNKNOWN_RETRY_SECONDS) from exc
+        if slot is not None:
+            await self.guard.abandoned(probe=probe)
+            raise slot
         try:
             payload = await (
                 self._api.search(query, what) if mode is Mode.API else self._browser.search(query)
@@ -244,6 +249,24 @@ class ClassSearch:
             raise Unreadable(f"the class-list page's answer has an unknown shape: {exc}") from exc
         await self.guard.succeeded(probe=probe)
         return result
+
+    async def _take_slot(self, heartbeat: Heartbeat) -> Blocked | None:
+        """Wait for room in the fleet's budget; a Blocked to raise when there is none in time, or when the
+        scraper is stopping (its checks go back to the stream for another replica at once)."""
+        slot = asyncio.ensure_future(self.guard.take_slot(heartbeat, max_wait=self._budget_wait))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({slot, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not slot.done():
+            slot.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slot
+            return Blocked("the scraper is stopping", STOPPING_RETRY_SECONDS)
+        if not slot.result():
+            return Blocked("the fleet's request budget (ASU_REQUESTS_PER_MINUTE) is spent", self._budget_wait)
+        return None
 
     async def aclose(self) -> None:
         await self._browser.aclose()

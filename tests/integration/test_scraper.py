@@ -61,6 +61,8 @@ async def class_search(
     cooldown: float = 120.0,
     successes: int = 3,
     api_retry_seconds: float = 600.0,
+    per_minute: int = 600,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[ClassSearch]:
     search = ClassSearch(
         CatalogClient(api_url, timeout=5.0),
@@ -68,12 +70,13 @@ async def class_search(
         SourceGuard(
             settings.redis_url,
             settings.namespace,
-            requests_per_minute=600,
+            requests_per_minute=per_minute,
             breaker_failures=failures,
             breaker_cooldown=cooldown,
             breaker_successes=successes,
         ),
         ModeStore(settings.redis_url, settings.namespace, api_retry_seconds=api_retry_seconds),
+        stop=stop,
     )
     try:
         yield search
@@ -418,3 +421,27 @@ async def test_the_api_is_preferred_again_once_it_answers(
         # The API answered: no page was loaded this time.
         assert browser_pages() == pages
     assert [nbr for nbr, _ in await snapshots(js, topology)] == ["10001", "10001"]
+
+
+async def test_a_stopping_scraper_hands_back_checks_waiting_for_the_budget(
+    js: JetStreamContext, topology: Topology, settings: Settings, catalog: str
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.scraper)
+    await add_section(catalog, "10001")
+    await add_section(catalog, "10002")
+    stop = asyncio.Event()
+    async with class_search(settings, catalog, per_minute=1, stop=stop) as search:
+        scraper = Scraper(search, js, topology, consumer)
+        await request_check(js, topology, "10001")
+        await request_check(js, topology, "10002")
+        first, second = await fetch(js, consumer, count=2)
+        await scraper.handle([first])
+        # The budget is spent for a minute: the second check waits, until the scraper is told to stop.
+        waiting = asyncio.create_task(scraper.handle([second]))
+        stop.set()
+        await asyncio.wait_for(waiting, 5)
+        [again] = await fetch(js, consumer)
+    assert again.metadata.num_delivered == 2
+    assert await searches(catalog) == 1
+    assert await snapshots(js, topology) == [("10001", 0)]
+    assert (await js.stream_info(topology.dead_stream)).state.messages == 0
