@@ -69,6 +69,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     LOG_FORMAT=json \
     GATEWAY_PORT=8000 \
+    GATEWAY_HOST=0.0.0.0 \
     CHROMIUM_PATH=/usr/bin/chromium
 # Empty working directory: the code lives in the venv's site-packages, owned by root and read-only to
 # the app user; the root filesystem can be mounted read-only (Kubernetes mounts an emptyDir on /tmp).

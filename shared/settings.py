@@ -81,6 +81,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     email_from: str = "PickMyClass <alerts@pickmyclass.app>"
     check_interval_seconds: int = 300
     gateway_port: int = 8000
+    # The gateway's listening address: loopback unless told otherwise (the image and the cluster say
+    # 0.0.0.0, behind their ingress).
+    gateway_host: str = "127.0.0.1"
+    # Connections each gateway process may open: Redis (sessions, throttles) and PostgreSQL. A request that
+    # finds none free within POOL_WAIT_SECONDS gets 503 with Retry-After, never 500.
+    redis_max_connections: int = 50
+    database_pool_size: int = 10
+    pool_wait_seconds: float = 2.0
+    # A session unused this long ends (sliding); every session ends after 30 days whatever its use.
+    session_idle_seconds: int = 7 * 24 * 3600
+    # Live-update streams (SSE): at most this many per student and per gateway process.
+    sse_max_per_user: int = 5
+    sse_max_connections: int = 2000
     site_url: str = "http://localhost:8000"
     secret_key: str = ""
     # Prefix of every subject, stream, durable consumer and Redis key, so that tests and throwaway
@@ -130,12 +143,18 @@ _INT_FIELDS = {
     "asu_breaker_failures",
     "asu_breaker_successes",
     "scraper_browser_contexts",
+    "redis_max_connections",
+    "database_pool_size",
+    "session_idle_seconds",
+    "sse_max_per_user",
+    "sse_max_connections",
 }
 _FLOAT_FIELDS = {
     "resend_requests_per_second",
     "email_retry_max_seconds",
     "asu_breaker_cooldown_seconds",
     "asu_api_retry_seconds",
+    "pool_wait_seconds",
 }
 # Each at least this much: (variable, lowest allowed).
 _MINIMUMS = (
@@ -145,6 +164,12 @@ _MINIMUMS = (
     ("scraper_browser_contexts", 1),
     ("asu_breaker_cooldown_seconds", 1),
     ("asu_api_retry_seconds", 1),
+    ("redis_max_connections", 2),
+    ("database_pool_size", 2),
+    ("pool_wait_seconds", 0.1),
+    ("session_idle_seconds", 60),
+    ("sse_max_per_user", 1),
+    ("sse_max_connections", 1),
 )
 
 

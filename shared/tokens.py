@@ -71,6 +71,16 @@ MAX_TOKEN_LENGTH = 512
 
 UNSUBSCRIBE = "unsubscribe"
 UNSUBSCRIBE_TTL = 60 * 24 * 3600
+# "Stop watching this section" in each alert: signs the watch id, lives as long as an unsubscribe link.
+STOP_WATCHING = "stop-watching"
+STOP_WATCHING_TTL = UNSUBSCRIBE_TTL
+
+
+def stop_watching_url(secret: str, site_url: str, watch_id: int, *, now: float | None = None) -> str:
+    """The link in an alert that ends this one watch (the gateway's `/stop-watching` confirms first)."""
+    token = sign(secret, STOP_WATCHING, str(watch_id), STOP_WATCHING_TTL, now=now)
+    return f"{site_url.rstrip('/')}/stop-watching?token={token}"
+
 
 # Account links, by the kind of account email (shared.events.AccountEmailKind) that carries them.
 VERIFY_EMAIL = "verify-email"

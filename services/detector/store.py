@@ -1,5 +1,6 @@
-"""Section state in PostgreSQL: one statement per batch upserts and returns old-versus-new; another counts
-the misses, and the sections missing long enough are retired (services/detector/retirement.py decides)."""
+"""Section state in PostgreSQL: one statement per batch upserts, keeps the seat history and returns
+old-versus-new; another counts the misses, and the sections missing long enough are retired
+(services/detector/retirement.py decides)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,24 @@ _STATE_COLUMNS = (
 )
 _COLUMNS = f"{_STATE_COLUMNS}, term_end"
 
+# Seat history kept per section (migration 0010): the latest this many samples, none older than this.
+HISTORY_SAMPLES = 200
+HISTORY_DAYS = 180
+
 # Later snapshots win (`scraped_at`); an older one arriving late changes nothing. The previous values are
 # kept in prev_*; when the same snapshot is applied again (a redelivery), prev_* are left as they were,
 # so the row reports the very same transition again and the emitted change ids repeat (deduplicated).
+#
+# The same statement keeps the seat history: a stored snapshot adds a sample (at = its scraped_at) when its
+# seat counts differ from the section's latest sample, or there is none (a first sight, or a section stored
+# before migration 0010), or that one is about to age out (a section whose seats never move keeps one
+# recent point). A redelivery finds its own sample as the latest, with the same counts, and adds nothing;
+# the primary key refuses a second sample at the same moment all the same. Each section stored here is
+# then pruned to its latest HISTORY_SAMPLES and to HISTORY_DAYS before the snapshot (the data's clock,
+# not the database's: a backlog replayed later prunes as it would have then). All sub-statements see the
+# table as it was before the statement, so the new sample is not among those counted: a section that gets
+# one keeps HISTORY_SAMPLES - 1 of the others. Sections not stored in a batch are not touched: none of
+# them grows, and each is pruned at its next snapshot. One round trip per batch, whatever its size.
 UPSERT_SNAPSHOTS = f"""
 WITH incoming AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS t(
@@ -37,7 +53,7 @@ WITH incoming AS (
 ), found_again AS (
     DELETE FROM section_missing AS m USING incoming AS i
     WHERE m.term = i.term AND m.class_nbr = i.class_nbr AND m.last_missing_at <= to_timestamp(i.scraped_at)
-)
+), stored AS (
 INSERT INTO section AS s (term, class_nbr, {_COLUMNS}, snapshot_id, scraped_at)
 SELECT term, class_nbr, {_COLUMNS}, snapshot_id, to_timestamp(scraped_at) FROM incoming
 ON CONFLICT (term, class_nbr) DO UPDATE SET
@@ -61,13 +77,41 @@ ON CONFLICT (term, class_nbr) DO UPDATE SET
     snapshot_id = EXCLUDED.snapshot_id,
     scraped_at = EXCLUDED.scraped_at
 WHERE EXCLUDED.scraped_at >= s.scraped_at
-RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors,
+RETURNING term, class_nbr, snapshot_id, prev_open_seats, prev_instructors, prev_class_status, class_status,
+    prev_wait_cap, wait_cap, prev_wait_tot, wait_tot, open_seats, enrl_cap, enrl_tot, scraped_at
+), sampled AS (
+    SELECT st.term, st.class_nbr, st.scraped_at AS at, st.open_seats, st.enrl_cap, st.enrl_tot,
+        latest.at IS NULL
+        OR latest.at < st.scraped_at - interval '{HISTORY_DAYS} days'
+        OR (latest.open_seats, latest.enrl_cap, latest.enrl_tot)
+            IS DISTINCT FROM (st.open_seats, st.enrl_cap, st.enrl_tot) AS new_sample
+    FROM stored AS st
+    LEFT JOIN LATERAL (
+        SELECT p.at, p.open_seats, p.enrl_cap, p.enrl_tot FROM section_sample AS p
+        WHERE p.term = st.term AND p.class_nbr = st.class_nbr
+        ORDER BY p.at DESC LIMIT 1
+    ) AS latest ON true
+), recorded AS (
+    INSERT INTO section_sample (term, class_nbr, at, open_seats, enrl_cap, enrl_tot)
+    SELECT term, class_nbr, at, open_seats, enrl_cap, enrl_tot FROM sampled WHERE new_sample
+    ON CONFLICT (term, class_nbr, at) DO NOTHING
+), pruned AS (
+    DELETE FROM section_sample AS d USING sampled AS n
+    WHERE d.term = n.term AND d.class_nbr = n.class_nbr
+      AND (d.at < n.at - interval '{HISTORY_DAYS} days'
+           OR (n.new_sample AND d.at <= (
+               SELECT p.at FROM section_sample AS p
+               WHERE p.term = n.term AND p.class_nbr = n.class_nbr
+               ORDER BY p.at DESC OFFSET {HISTORY_SAMPLES - 1} LIMIT 1)))
+)
+SELECT term, class_nbr, snapshot_id, prev_open_seats, prev_instructors,
     -- NULL where the replaced snapshot was stored before migration 0004, or by a detector of the release
     -- before (a rolling deploy): the current values invent no cancellation or waitlist opening, and leave
     -- the seat rules as they were.
     COALESCE(prev_class_status, class_status) AS prev_class_status,
     COALESCE(prev_wait_cap, wait_cap) AS prev_wait_cap,
     COALESCE(prev_wait_tot, wait_tot) AS prev_wait_tot
+FROM stored
 """
 
 # A miss older than the last sighting is stale and ignored; one miss per section per batch (the newest).

@@ -1,4 +1,4 @@
-"""`python -m services.gateway`: serve the gateway on 0.0.0.0:GATEWAY_PORT until SIGINT/SIGTERM."""
+"""`python -m services.gateway`: serve the gateway on GATEWAY_HOST:GATEWAY_PORT until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def main() -> int:
     log.info("gateway starting", port=settings.gateway_port, site_url=settings.site_url)
     config = uvicorn.Config(
         app,
-        host="0.0.0.0",
+        host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,
         access_log=False,

@@ -1,13 +1,11 @@
-"""What the gateway does to have an account email sent: throttle, store a single-use token, publish.
+"""What the gateway does to have an account email sent: store a single-use token, publish.
 
 The notifier sends every email. The gateway stores a token (only the SHA-256 of its nonce) and publishes an
 `AccountEmail` naming the nonce; the notifier signs the nonce with SECRET_KEY into the link. The email is
 published before the token's transaction commits, so a stored token always has its email on the way; if
 the publish fails, nothing is stored and the student asks again.
 
-Throttles are fixed windows in Redis, in the same shape as the log-in lock: per address (hashed, so Redis
-holds no addresses), so that no one can flood an inbox through these endpoints, and per client address for
-the endpoints themselves.
+How often anyone may ask, and how many emails an address gets, is `services/gateway/throttle.py`.
 """
 
 from __future__ import annotations
@@ -16,17 +14,14 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from litestar import Request
-from litestar.exceptions import HTTPException
 from nats.js import JetStreamContext
-from redis.asyncio import Redis
 
-from shared.events import AccountEmail, AccountEmailKind, encode
+from shared.events import AccountEmail, encode
 from shared.streams import Topology
 
 log = structlog.get_logger()
@@ -35,73 +30,11 @@ log = structlog.get_logger()
 TokenPurpose = Literal["verify", "reset"]
 Conn = asyncpg.Connection | PoolConnectionProxy
 
-
-@dataclass(frozen=True)
-class Limit:
-    count: int
-    seconds: int
-
-
-# Per address and kind of email: a few verification or reset emails an hour is plenty for a student who
-# lost one; "someone tried to register with your address" once per 15 minutes at most.
-ADDRESS_LIMITS: dict[AccountEmailKind, Limit] = {
-    "verify": Limit(3, 3600),
-    "reset": Limit(3, 3600),
-    "already_registered": Limit(1, 15 * 60),
-}
-# Per address, all kinds together: what any address can receive from these endpoints in a day.
-ADDRESS_DAILY = Limit(10, 24 * 3600)
-# Per client address, over register, resend and forgot together.
-CLIENT_LIMIT = Limit(30, 15 * 60)
-
 TOKEN_TTL: dict[TokenPurpose, int] = {"verify": 24 * 3600, "reset": 3600}
 
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def address_digest(email: str) -> str:
-    """Addresses are unique case-insensitively, and so are their throttles."""
-    return digest(email.strip().lower())
-
-
-async def spend(redis: Redis, key: str, limit: Limit) -> tuple[bool, int]:
-    """Count one use of `key` in its window: (still within the limit, seconds until the window ends)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(key, 0, ex=limit.seconds, nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-        _, used, ttl = await pipe.execute()
-    return int(used) <= limit.count, max(1, int(ttl))
-
-
-def client_address(request: Request[Any, Any, Any]) -> str:
-    # The peer as uvicorn sees it. Forwarded headers are not trusted here: a client could name any
-    # address in them (the stack notes' rule); behind a proxy, uvicorn's forwarded_allow_ips sets the peer.
-    return request.client.host if request.client is not None else "unknown"
-
-
-async def throttle_client(redis: Redis, namespace: str, request: Request[Any, Any, Any]) -> None:
-    """429 once one client address has made too many account-email requests in the window."""
-    key = f"{namespace}:account-client:{digest(client_address(request))}"
-    allowed, retry_after = await spend(redis, key, CLIENT_LIMIT)
-    if not allowed:
-        raise HTTPException(
-            status_code=429,
-            detail="too many requests from your network: try again in a few minutes",
-            headers={"Retry-After": str(retry_after)},
-        )
-
-
-async def address_allows(redis: Redis, namespace: str, kind: AccountEmailKind, email: str) -> bool:
-    """Whether one more email of `kind` may go to this address now (counted when it may)."""
-    address = address_digest(email)
-    allowed, _ = await spend(redis, f"{namespace}:account-mail:{kind}:{address}", ADDRESS_LIMITS[kind])
-    if not allowed:
-        return False
-    allowed, _ = await spend(redis, f"{namespace}:account-mail:day:{address}", ADDRESS_DAILY)
-    return allowed
 
 
 def nonce_hash(nonce: str) -> bytes:

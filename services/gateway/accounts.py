@@ -11,7 +11,6 @@ Every link problem is a page (or a JSON message) that says what to do next, neve
 
 from __future__ import annotations
 
-import asyncio
 import html
 from functools import cache
 from typing import Any
@@ -23,36 +22,51 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import FromQuery
 from litestar.response import Redirect
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
+from services.gateway import emails
 from services.gateway.account_mail import (
     Spent,
     TokenPurpose,
     Unusable,
-    address_allows,
     send_link,
     spend_token,
-    throttle_client,
     token_state,
 )
 from services.gateway.auth import (
+    EMAIL_SCHEMA,
+    PASSWORD_SCHEMA,
     SELECT_USER_BY_EMAIL,
+    TOO_MANY_ACCOUNT_REQUESTS,
     Accepted,
-    failures_key,
+    replace_session,
     validate_email,
     validate_password,
 )
-from services.gateway.bodies import UnprocessableContent, read_json
+from services.gateway.bodies import (
+    BAD_JSON,
+    BODY_TOO_LARGE,
+    NOT_JSON_TYPE,
+    UnprocessableContent,
+    answers,
+    json_body,
+    read_json,
+)
 from services.gateway.errors import html_page
+from services.gateway.live import revoke
 from services.gateway.pages import STATIC
-from services.gateway.passwords import hash_password
-from services.gateway.sessions import clear_cookie, end_all_sessions, start_session
+from services.gateway.passwords import hash_async
+from services.gateway.resources import throttles_of
+from services.gateway.sessions import clear_cookie, end_all_sessions
+from services.gateway.throttle import Throttles
 from shared.settings import Settings
 from shared.streams import Topology
-from shared.tokens import ACCOUNT_PURPOSES, ExpiredToken, InvalidToken, verify
+from shared.tokens import ACCOUNT_PURPOSES, MAX_TOKEN_LENGTH, ExpiredToken, InvalidToken, verify
 
 log = structlog.get_logger()
 
@@ -61,7 +75,9 @@ FORGOT = "if this address has an account, a link to choose a new password is on 
 
 VERIFIED = "UPDATE app_user SET email_verified = true WHERE id = $1"
 # A reset link proves the address too: an account that was never verified is verified by it.
-SET_PASSWORD = "UPDATE app_user SET password_hash = $2, email_verified = true WHERE id = $1 RETURNING email"
+SET_PASSWORD = (
+    "UPDATE app_user SET password_hash = $2, email_verified = true WHERE id = $1 RETURNING email_canonical"
+)
 # Once one link of a kind worked, the user's other links of that kind are spent too.
 SPEND_OTHERS = (
     "UPDATE account_token SET used_at = now() WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL"
@@ -155,9 +171,12 @@ def reset_error(problem: Unusable) -> HTTPException:
 
 @get("/verify", include_in_schema=False)
 async def verify_email(
+    request: Request[Any, Any, Any],
     pool: NamedDependency[asyncpg.Pool],
     redis: NamedDependency[Redis],
+    nc: NamedDependency[Client],
     settings: NamedDependency[Settings],
+    topology: NamedDependency[Topology],
     token: FromQuery[str | None] = None,
 ) -> Response[Any]:
     """The emailed verification link: marks the address verified, logs the student in and sends them to
@@ -174,7 +193,7 @@ async def verify_email(
     if isinstance(outcome, Unusable):
         return problem_page("verify", outcome)
     log.info("email verified", user_id=outcome.user_id)
-    cookie = await start_session(redis, settings, outcome.user_id)
+    cookie = await replace_session(request, redis, nc, settings, topology, outcome.user_id)
     return Redirect("/?verified=1", status_code=303, cookies=[cookie], headers=_PRIVATE)
 
 
@@ -198,12 +217,35 @@ async def reset_page(
     return Response(_reset_html(), media_type=MediaType.HTML, headers=_PRIVATE)
 
 
-@post("/api/v1/auth/password/reset", status_code=204)
+@post(
+    "/api/v1/auth/password/reset",
+    status_code=204,
+    operation_class=json_body(
+        {
+            "token": Schema(type=OpenAPIType.STRING, max_length=MAX_TOKEN_LENGTH),
+            "password": PASSWORD_SCHEMA,
+        },
+        ["token", "password"],
+        "The `token` of the reset link (`/reset?token=…`), and the new password.",
+    ),
+    responses=answers(
+        {
+            400: "The body is not JSON, or the token is not valid.",
+            410: "The link was already used, or has expired (they work for one hour).",
+            413: BODY_TOO_LARGE,
+            415: NOT_JSON_TYPE,
+            422: "A password too short, too long or with control characters; a field that is not a string.",
+            503: "Too many passwords are being hashed at once: retry after Retry-After.",
+        }
+    ),
+)
 async def reset_password(
     request: Request[Any, Any, Any],
     pool: NamedDependency[asyncpg.Pool],
     redis: NamedDependency[Redis],
+    nc: NamedDependency[Client],
     settings: NamedDependency[Settings],
+    topology: NamedDependency[Topology],
 ) -> Response[None]:
     """Set a new password with `{"token", "password"}` from a reset link.
 
@@ -217,10 +259,10 @@ async def reset_password(
         raise reset_error(nonce)
     if (problem := validate_password(body.password)) is not None:
         raise UnprocessableContent(detail=problem)
-    # Checked before hashing, so a dead link costs no scrypt; spent below in one statement all the same.
+    # Checked before hashing, so a dead link costs no hash; spent below in one statement all the same.
     if (dead := await token_state(pool, "reset", nonce)) is not None:
         raise reset_error(dead)
-    password_hash = await asyncio.to_thread(hash_password, body.password)
+    password_hash = await hash_async(body.password)
     email = None
     async with pool.acquire() as conn, conn.transaction():
         outcome = await spend_token(conn, "reset", nonce)
@@ -231,9 +273,10 @@ async def reset_password(
         raise reset_error(outcome)
     # After the commit: a session started from here on needs the new password.
     await end_all_sessions(redis, settings, outcome.user_id)
+    await revoke(nc, topology, "user", str(outcome.user_id))
     if email is not None:
-        # Locked out by failed guesses, then reset: the new password works at once.
-        await redis.delete(failures_key(settings.namespace, email))
+        # Locked out by failed guesses from this network, then reset: the new password works at once.
+        await throttles_of(request).login_succeeded(request, emails.digest(email))
     log.info("password reset", user_id=outcome.user_id)
     response: Response[None] = Response(None, status_code=204, headers=_PRIVATE)
     clear_cookie(response)
@@ -241,64 +284,83 @@ async def reset_password(
 
 
 async def _read_address(request: Request[Any, Any, Any]) -> str:
-    email = (await read_json(request, EmailOnly)).email.strip()
+    email = (await read_json(request, EmailOnly)).email
     if (problem := validate_email(email)) is not None:
         raise UnprocessableContent(detail=problem)
-    return email
+    return email.strip()
 
 
-@post("/api/v1/auth/verification/resend", status_code=202)
+_ADDRESS_BODY = json_body({"email": EMAIL_SCHEMA}, ["email"], "The address of the account.")
+_ADDRESS_ANSWERS = answers(
+    {
+        400: BAD_JSON,
+        413: BODY_TOO_LARGE,
+        415: NOT_JSON_TYPE,
+        422: "Not one email address, or not a string.",
+        429: TOO_MANY_ACCOUNT_REQUESTS,
+    }
+)
+
+
+@post(
+    "/api/v1/auth/verification/resend",
+    status_code=202,
+    operation_class=_ADDRESS_BODY,
+    responses=_ADDRESS_ANSWERS,
+)
 async def resend_verification(
     request: Request[Any, Any, Any],
     pool: NamedDependency[asyncpg.Pool],
-    redis: NamedDependency[Redis],
     js: NamedDependency[JetStreamContext],
-    settings: NamedDependency[Settings],
     topology: NamedDependency[Topology],
 ) -> Response[Accepted]:
     """Ask for a new verification link with `{"email"}`: 202 `{"message"}` whatever the address (an
-    unverified account gets a link, at most 3 an hour); 422 for what is not an address; 429 after too many
-    requests from one network."""
+    unverified account gets a link, at most 3 an hour); 422 for what is not an address; 429 with `Retry-After`
+    after too many requests from one network."""
     email = await _read_address(request)
-    await throttle_client(redis, settings.namespace, request)
-    job = BackgroundTask(_mail_link, "verify", pool, redis, js, topology, settings.namespace, email)
+    throttles = throttles_of(request)
+    await throttles.account_request(request)
+    job = BackgroundTask(_mail_link, "verify", pool, throttles, js, topology, email)
     return Response(Accepted(message=RESENT), status_code=202, background=job)
 
 
-@post("/api/v1/auth/password/forgot", status_code=202)
+@post(
+    "/api/v1/auth/password/forgot",
+    status_code=202,
+    operation_class=_ADDRESS_BODY,
+    responses=_ADDRESS_ANSWERS,
+)
 async def forgot_password(
     request: Request[Any, Any, Any],
     pool: NamedDependency[asyncpg.Pool],
-    redis: NamedDependency[Redis],
     js: NamedDependency[JetStreamContext],
-    settings: NamedDependency[Settings],
     topology: NamedDependency[Topology],
 ) -> Response[Accepted]:
     """Ask for a password reset link with `{"email"}`: 202 `{"message"}` whatever the address (an account
-    gets a link valid for an hour, at most 3 an hour); 422 for what is not an address; 429 after too many
-    requests from one network."""
+    gets a link valid for an hour, at most 3 an hour); 422 for what is not an address; 429 with `Retry-After`
+    after too many requests from one network."""
     email = await _read_address(request)
-    await throttle_client(redis, settings.namespace, request)
-    job = BackgroundTask(_mail_link, "reset", pool, redis, js, topology, settings.namespace, email)
+    throttles = throttles_of(request)
+    await throttles.account_request(request)
+    job = BackgroundTask(_mail_link, "reset", pool, throttles, js, topology, email)
     return Response(Accepted(message=FORGOT), status_code=202, background=job)
 
 
 async def _mail_link(
     kind: TokenPurpose,
     pool: asyncpg.Pool,
-    redis: Redis,
+    throttles: Throttles,
     js: JetStreamContext,
     topology: Topology,
-    namespace: str,
     email: str,
 ) -> None:
     """After the answer: the link, if the address has an account that may get one. Failures are logged,
     never raised (the answer is gone); the student can ask again."""
     try:
-        row = await pool.fetchrow(SELECT_USER_BY_EMAIL, email)
+        row = await pool.fetchrow(SELECT_USER_BY_EMAIL, emails.canonical(email))
         if row is None or (kind == "verify" and row["email_verified"]):
             return
-        if not await address_allows(redis, namespace, kind, row["email"]):
+        if not await throttles.address_allows(kind, emails.digest(email)):
             log.info("account email throttled", kind=kind, user_id=row["id"])
             return
         async with pool.acquire() as conn, conn.transaction():

@@ -28,12 +28,23 @@ def is_json(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
+def declared_too_large(content_length: str, limit: int | None) -> bool:
+    """Whether a body announced as `content_length` bytes is over `limit` (malformed lengths are left to
+    the server, which refuses them)."""
+    return limit is not None and content_length.isdigit() and int(content_length) > limit
+
+
 async def require_json(request: Request[Any, Any, Any]) -> None:
-    """`before_request` hook: reject a state-changing API call that is not JSON with 415, and any path
-    with a NUL character with 400 (no file or route has one; the static files router would fail on it)."""
+    """`before_request` hook: reject a state-changing API call that is not JSON with 415, a body announced
+    larger than the route takes with 413 (whether or not the handler would read it), and any path with a
+    NUL character with 400 (no file or route has one; the static files router would fail on it)."""
     if "\x00" in request.url.path:
         raise HTTPException(status_code=400, detail="the path holds a NUL character")
     headers = request.headers
+    if declared_too_large(
+        headers.get("content-length", ""), request.route_handler.resolve_request_max_body_size()
+    ):
+        raise HTTPException(status_code=413)
     has_body = headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers
     if needs_json(request.method, request.url.path, has_body) and not is_json(
         headers.get("content-type", "")

@@ -30,9 +30,11 @@ import structlog
 from litestar import Request, Response, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.openapi.spec import OpenAPIType, Schema
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
+from services.gateway.bodies import NOT_JSON_TYPE, answers, json_body
 from shared.events import ProviderEvent, encode
 from shared.settings import Settings
 from shared.streams import Topology
@@ -200,7 +202,34 @@ def provider_event(msg_id: str, webhook: ResendWebhook, signed_at: float) -> Pro
     )
 
 
-@post("/api/v1/webhooks/resend", status_code=200, request_max_body_size=MAX_BODY)
+@post(
+    "/api/v1/webhooks/resend",
+    status_code=200,
+    request_max_body_size=MAX_BODY,
+    operation_class=json_body(
+        {
+            "type": Schema(type=OpenAPIType.STRING, examples=["email.delivered"]),
+            "created_at": Schema(type=OpenAPIType.STRING),
+            "data": Schema(
+                type=OpenAPIType.OBJECT,
+                examples=[{"email_id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "to": ["sparky@asu.edu"]}],
+            ),
+        },
+        ["type"],
+        'A Resend event, `{"type": "email.bounced", "created_at": "…", "data": {…}}`, signed in the svix-id,'
+        " svix-timestamp and svix-signature headers.",
+    ),
+    responses=answers(
+        {
+            400: "Missing or malformed Svix headers, or a signed body that is not a usable Resend event.",
+            401: "A bad signature, or a timestamp more than 5 minutes away.",
+            409: "This svix id was already received: a replay, nothing happens again.",
+            413: "The body is larger than 64 KiB.",
+            415: NOT_JSON_TYPE,
+            503: "Webhooks are not configured, or the event could not be stored: Resend retries.",
+        }
+    ),
+)
 async def resend_webhook(
     request: Request[Any, Any, Any],
     settings: NamedDependency[Settings],

@@ -19,7 +19,7 @@ import msgspec
 from services.notifier import templates
 from shared.asu import catalog_url, instructor_label, rate_my_professor_url, term_label
 from shared.events import AccountEmail, SectionChange, SectionState
-from shared.tokens import UNSUBSCRIBE, UNSUBSCRIBE_TTL, account_link, sign
+from shared.tokens import UNSUBSCRIBE, UNSUBSCRIBE_TTL, account_link, sign, stop_watching_url
 
 
 class Email(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +152,7 @@ def render(
         and change.kind not in ("section_cancelled", "section_gone"),
         "catalog_url": catalog_url(state.term, state.class_nbr),
         "unsubscribe_url": unsubscribe_url,
+        "stop_watching_url": stop_watching_url(secret_key, site, recipient.watch_id, now=change.detected_at),
         "site": site,
     }
     return Email(

@@ -12,13 +12,13 @@ import msgspec
 from services.notifier.email import Recipient
 
 # One query for every section of the batch. Only verified addresses get alerts; unsubscribed, bounced,
-# complained or refused ones get nothing.
+# complained or refused ones get nothing, nor do students an admin disabled.
 ELIGIBLE_WATCHERS = """
 SELECT w.id AS watch_id, w.user_id, u.email, w.term, w.class_nbr, w.alerts::text AS alerts
 FROM unnest($1::text[], $2::text[]) AS c(term, class_nbr)
 JOIN watch w ON w.term = c.term AND w.class_nbr = c.class_nbr
 JOIN app_user u ON u.id = w.user_id
-WHERE u.email_verified AND u.notifications_enabled AND u.email_status = 'ok'
+WHERE u.email_verified AND u.notifications_enabled AND u.email_status = 'ok' AND u.disabled_at IS NULL
 ORDER BY w.id
 """
 

@@ -2,8 +2,8 @@
 alone. A check is a course (every section of it in one search) or one section not seen yet.
 
 What happens to a check:
-- its window has passed: acknowledged without a request (the next window covers it; after an outage the
-  backlog must not become a burst);
+- its window has passed (and it is a minute old): acknowledged without a request (the next window covers
+  it; after an outage the backlog must not become a burst);
 - the guard blocks it (breaker not closed, a 429 pause, the budget spent, Redis unreachable): handed back
   for after the wait, or acknowledged when that is past its window; never dead-lettered for it;
 - the source failed this time: retried with a delay; an answer neither way can read: dead-lettered.
@@ -35,6 +35,9 @@ log = structlog.get_logger()
 
 # While the breaker is open (or Redis cannot say), how often the loop looks again at most.
 GATE_POLL_SECONDS = 5.0
+# A check is stale once its window has passed and it is at least this old: with short windows (tests, a
+# demo) a scraper a little behind would otherwise skip every check it fetches and never catch up.
+STALE_MIN_SECONDS = 60.0
 
 
 class Scraper:
@@ -89,7 +92,7 @@ class Scraper:
         if check is None:
             return
         window_end = (check.window + 1) * self._topology.check_interval_seconds
-        if self._clock() >= window_end:
+        if self._clock() >= max(window_end, check.requested_at + STALE_MIN_SECONDS):
             CHECKS_SKIPPED.labels("stale").inc()
             await self.settler.ack(msg)
             log.info("check skipped: its window has passed", msg_id=message_id(msg), window=check.window)

@@ -19,11 +19,13 @@ import httpx
 from devtools.net import free_port
 from devtools.prepare_tests import chromium
 from shared.streams import Topology
+from tests.factories import OPEN_TERM
 from tests.infra import REPO
 
 SERVICES = ("detector", "notifier", "scraper", "scheduler", "gateway")
 WORKERS = ("scheduler", "scraper", "detector", "notifier")
-TERM = "2271"
+# Watches are added through the API, which takes only current and future terms.
+TERM = OPEN_TERM.code
 T = TypeVar("T")
 
 

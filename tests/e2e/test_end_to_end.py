@@ -267,20 +267,21 @@ async def test_a_notifier_killed_mid_send_loses_and_doubles_nothing(world: World
 async def test_a_provider_outage_longer_than_any_retry_budget_loses_and_doubles_nothing(world: World) -> None:
     """Twelve failed provider calls in a row (changes used to be dead-lettered after ten deliveries): the
     opening is retried until the provider is back, then emailed once; nothing reaches the dead letters."""
-    await add_section(world, "70004")
+    # A section of its own: one another test left open would make the change below no opening at all.
+    await add_section(world, "70006")
     dora = await student(world, "dora@asu.test")
     try:
-        await watch(dora, "70004")
-        await eventually(lambda: seen(dora, "70004"), "the section's first check")
+        await watch(dora, "70006")
+        await eventually(lambda: seen(dora, "70006"), "the section's first check")
         calls = await resend_fake.fetch_send_calls(world.resend_url)
         outage = 12
         await resend_fake.set_faults(world.resend_url, 503, count=outage)
-        await change_section(world, "70004", enrl_tot=97)
+        await change_section(world, "70006", enrl_tot=97)
         await eventually(lambda: _calls_above(world, calls + outage), "the outage to be lived through", 120)
         await eventually(
             lambda: emails_to(world, "dora@asu.test", "Seat available"), "the seat email after the outage"
         )
-        await settled(world, "70004")
+        await settled(world, "70006")
         assert len(await emails_to(world, "dora@asu.test", "Seat available")) == 1
         assert await _dead_letters(world) == 0
     finally:

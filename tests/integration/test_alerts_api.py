@@ -3,10 +3,13 @@ the email provider reports back (webhook → JetStream → notifier → PostgreS
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import asyncpg
 import msgspec
@@ -14,6 +17,7 @@ import pytest
 import redis.asyncio as redis
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 
 from devtools.resend_webhooks import PATH, deliver, email_event, new_secret
@@ -23,10 +27,11 @@ from services.notifier.backends import OutboxBackend
 from services.notifier.handlers import Notifier
 from services.notifier.provider_events import UNKNOWN_EMAIL_DELIVERIES, ProviderEvents
 from shared.alerts import DEFAULT_ALERTS
-from shared.events import encode
+from shared.events import WatchesChanged, decode, encode
 from shared.settings import Settings
 from shared.streams import Consumer, Topology
-from tests.factories import change
+from shared.tokens import STOP_WATCHING, UNSUBSCRIBE, sign, stop_watching_url
+from tests.factories import OPEN_TERM, change
 from tests.integration.test_gateway import forget_keys
 from tests.jetstream import fetch, lose_ack, quick_redelivery
 
@@ -331,7 +336,7 @@ async def test_a_student_chooses_the_alerts_of_a_watch(
 ) -> None:
     user_id = await add_user(db, "sparky@asu.edu")
     await log_in(client, redis_client, configured, user_id)
-    created = await client.post("/api/v1/watches", json={"term": "2271", "class_nbr": "12345"})
+    created = await client.post("/api/v1/watches", json={"term": OPEN_TERM.code, "class_nbr": "12345"})
     assert created.status_code == 201
     watch = created.json()
     assert watch["alerts"] == DEFAULT_ALERTS
@@ -402,3 +407,112 @@ async def test_someone_elses_watch_cannot_be_changed_and_hostile_bodies_are_4xx(
     ]:
         response = await client.patch(f"/api/v1/watches/{mine}", content=content, headers=headers)
         assert response.status_code == status
+
+
+async def test_the_list_of_alerts_comes_a_page_at_a_time_without_gaps_or_repeats(
+    client: Client, db: asyncpg.Pool, redis_client: redis.Redis, configured: Settings
+) -> None:
+    user_id = await add_user(db, "sparky@asu.edu")
+    first, second = await add_watch(db, user_id, "12345"), await add_watch(db, user_id, "67890")
+    await add_section(db, "12345")
+    # Alerts sent in one batch share their time: the page boundary falls among them.
+    for watch_id in (first, second):
+        for key in ("s1", "s2"):
+            await add_notification(db, watch_id, key, minutes=5)
+    await add_notification(db, first, "s0", minutes=1)
+    await add_notification(db, second, "s9", minutes=9, kind="instructor_changed")
+    await log_in(client, redis_client, configured, user_id)
+    everything = (await client.get("/api/v1/notifications")).json()
+    assert len(everything) == 6
+
+    pages, url = [], "/api/v1/notifications?limit=4"
+    while url:
+        response = await client.get(url)
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        link = response.headers.get("link")
+        url = link.split(">", 1)[0].removeprefix("<") if link else ""
+        assert not link or link.endswith('; rel="next"')
+    assert [len(page) for page in pages] == [4, 2]
+    assert [item for page in pages for item in page] == everything
+    assert everything[0]["kind"] == "instructor_changed"
+    assert everything[-1]["sent_at"] == "2026-11-20T12:01:00Z"
+    exact = await client.get("/api/v1/notifications", params={"limit": "6"})
+    assert "link" not in exact.headers, "no next page after the last"
+
+    for before in ("garbage", "x" * 600, "WzEsMiwzXQ", "Ww", "٣"):
+        refused = await client.get("/api/v1/notifications", params={"before": before})
+        assert refused.status_code == 422, before
+        assert "before must be the cursor" in refused.json()["detail"]
+
+
+async def test_an_unsubscribe_can_be_undone_from_its_page(
+    client: Client, db: asyncpg.Pool, configured: Settings
+) -> None:
+    user_id = await add_user(db, "sparky@asu.edu")
+    token = sign(configured.secret_key, UNSUBSCRIBE, str(user_id), 3600)
+    page = await client.get("/unsubscribe", params={"token": token})
+    assert '<a href="/">' in page.text
+    done = await client.post(
+        "/unsubscribe",
+        params={"token": token},
+        content=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user") is False
+    assert '<a href="/">' in done.text
+    assert "<script" not in done.text
+    [action] = re.findall(r'<form method="post" action="([^"]+)">', done.text)
+    assert "Turn emails back on" in done.text
+    undo = html.unescape(action)
+    assert undo.startswith("/resubscribe?token=")
+    # The undo token is for undoing only: it unsubscribes no one, and an unsubscribe token undoes nothing.
+    undo_token = undo.split("token=", 1)[1]
+    assert (await client.post("/unsubscribe", params={"token": unquote(undo_token)})).status_code == 400
+    assert (await client.post("/resubscribe", params={"token": token})).status_code == 400
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user") is False
+
+    back_on = await client.post(undo)
+    assert back_on.status_code == 200
+    assert "back on" in back_on.text
+    assert await db.fetchval("SELECT notifications_enabled FROM app_user") is True
+    assert (await client.post("/resubscribe", params={"token": "garbage"})).status_code == 400
+
+
+async def test_stop_watching_a_section_from_the_email_link(
+    client: Client, db: asyncpg.Pool, configured: Settings, nc: Nats, topology: Topology
+) -> None:
+    user_id = await add_user(db, "sparky@asu.edu")
+    watch_id, other = await add_watch(db, user_id, "12345"), await add_watch(db, user_id, "67890")
+    await add_section(db, "12345")
+    url = stop_watching_url(configured.secret_key, configured.site_url, watch_id)
+    assert url.startswith("http://pickmyclass.test/stop-watching?token=")
+    path = url.removeprefix(configured.site_url)
+    page = await client.get(path)
+    assert page.status_code == 200
+    assert "CSE 310 Data Structures and Algorithms (class 12345, Spring 2027)" in page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert await db.fetchval("SELECT count(*) FROM watch") == 2, "a prefetched link deletes nothing"
+
+    live = await nc.subscribe(topology.live_user_subject(user_id))
+    await nc.flush()
+    done = await client.post(path)
+    assert done.status_code == 200
+    assert "You no longer watch CSE 310" in done.text
+    assert [row["id"] for row in await db.fetch("SELECT id FROM watch")] == [other]
+    assert decode((await live.next_msg(timeout=5)).data, WatchesChanged).user_id == user_id, "pages reload"
+    await live.unsubscribe()
+
+    for method in ("GET", "POST"):
+        again = await client.request(method, path)
+        assert again.status_code == 200
+        assert "You no longer watch this section" in again.text
+    unsubscribe_token = sign(configured.secret_key, UNSUBSCRIBE, str(other), 3600)
+    expired = sign(configured.secret_key, STOP_WATCHING, str(other), 60, now=0)
+    for token in ("garbage", unsubscribe_token, expired, ""):
+        for method in ("GET", "POST"):
+            refused = await client.request(method, "/stop-watching", params={"token": token})
+            assert refused.status_code == 400
+            assert "invalid or has expired" in refused.text
+    assert await db.fetchval("SELECT count(*) FROM watch") == 1

@@ -483,3 +483,74 @@ async def test_sections_of_a_term_that_ended_are_no_longer_checked(
     )
     # A term ends the day after its last day; a term whose end is not known yet is still checked.
     assert sorted(await to_check(db)) == [("2264", "22222"), ("2264", "33333"), ("2267", "44444")]
+
+
+async def samples(db: asyncpg.Pool, class_nbr: str = "12345") -> list[tuple[float, int, int, int]]:
+    rows = await db.fetch(
+        "SELECT extract(epoch FROM at)::float8 AS at, open_seats, enrl_cap, enrl_tot FROM section_sample"
+        " WHERE class_nbr = $1 ORDER BY at",
+        class_nbr,
+    )
+    return [(r["at"], r["open_seats"], r["enrl_cap"], r["enrl_tot"]) for r in rows]
+
+
+async def test_seat_history_has_a_sample_per_change_of_seats_and_none_twice_for_a_redelivery(
+    db: asyncpg.Pool, nc: Client, js: JetStreamContext, topology: Topology
+) -> None:
+    consumer = await quick_redelivery(js, topology, topology.detector)
+    detector = Detector(db, nc, topology)
+    for event in (
+        snapshot("first", window(topology, 0), enrl_tot=100),
+        snapshot("same", window(topology, 1), enrl_tot=100, instructors=("Ada Lovelace",)),
+        snapshot("late", window(topology, 0) - 1, enrl_tot=90),  # older than what is stored: ignored
+    ):
+        await publish(js, topology, event)
+        await detector.handle(await fetch(js, consumer))
+    await publish(js, topology, snapshot("opened", window(topology, 2), enrl_tot=97))
+    await handle_twice(js, consumer, detector)
+    await publish(js, topology, snapshot("bigger", window(topology, 3), enrl_cap=110, enrl_tot=107))
+    await detector.handle(await fetch(js, consumer))
+    assert await samples(db) == [
+        (window(topology, 0), 0, 100, 100),  # first sight
+        (window(topology, 2), 3, 100, 97),
+        (window(topology, 3), 3, 110, 107),  # same open seats, more room: a change of seats too
+    ]
+    assert await db.fetchval("SELECT count(*) FROM section_seat_history") == 3
+    await assert_settled(nc, js, consumer)
+
+
+async def test_seat_history_keeps_the_latest_200_samples_of_a_section(db: asyncpg.Pool) -> None:
+    # 200 stored samples, one a minute, then a snapshot that changes the seats.
+    await db.execute(
+        "INSERT INTO section_sample (term, class_nbr, at, open_seats, enrl_cap, enrl_tot)"
+        " SELECT '2271', '12345', to_timestamp($1 + n * 60), n % 2, 100, 100 - n % 2"
+        " FROM generate_series(0, 199) AS n",
+        T0,
+    )
+    await db.execute(
+        "INSERT INTO section_sample (term, class_nbr, at, open_seats, enrl_cap, enrl_tot)"
+        " VALUES ('2271', '54321', to_timestamp($1), 0, 100, 100)",
+        T0,
+    )
+    await apply_snapshots(db, [snapshot("s1", T0 + 200 * 60, enrl_tot=95)])
+    kept = await samples(db)
+    assert len(kept) == 200
+    assert kept[0][0] == T0 + 60, "the oldest one made room"
+    assert kept[-1] == (T0 + 200 * 60, 5, 100, 95)
+    assert len(await samples(db, "54321")) == 1, "other sections are not touched"
+
+
+async def test_seat_history_keeps_180_days_and_one_recent_point_for_seats_that_never_move(
+    db: asyncpg.Pool,
+) -> None:
+    day = 86400.0
+    await apply_snapshots(db, [snapshot("s0", T0, enrl_tot=100)])
+    await apply_snapshots(db, [snapshot("s1", T0 + 10 * day, enrl_tot=99)])
+    await apply_snapshots(db, [snapshot("s2", T0 + 100 * day, enrl_tot=99)])
+    assert [at for at, *_ in await samples(db)] == [T0, T0 + 10 * day]
+    # 185 days on, the first sample is older than 180 days: it goes.
+    await apply_snapshots(db, [snapshot("s3", T0 + 185 * day, enrl_tot=99)])
+    assert [at for at, *_ in await samples(db)] == [T0 + 10 * day]
+    # The seats never moved again: the last sample would age out, so the snapshot becomes the new one.
+    await apply_snapshots(db, [snapshot("s4", T0 + 191 * day, enrl_tot=99)])
+    assert await samples(db) == [(T0 + 191 * day, 1, 100, 99)]

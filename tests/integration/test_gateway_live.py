@@ -25,6 +25,7 @@ from shared.events import SectionLive, SectionState, encode
 from shared.settings import Settings
 from shared.streams import Topology
 from tests.accounts import sign_up
+from tests.factories import OPEN_TERM
 from tests.integration.test_gateway import forget_keys
 
 TIMEOUT = 5.0
@@ -71,7 +72,9 @@ def logged_in(js: JetStreamContext, topology: Topology, settings: Settings) -> L
         async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as client:
             await sign_up(client, js, topology, settings, email)
             for class_nbr in watches:
-                response = await client.post("/api/v1/watches", json={"term": "2267", "class_nbr": class_nbr})
+                response = await client.post(
+                    "/api/v1/watches", json={"term": OPEN_TERM.code, "class_nbr": class_nbr}
+                )
                 assert response.status_code == 201, response.text
             yield client
 
@@ -80,7 +83,7 @@ def logged_in(js: JetStreamContext, topology: Topology, settings: Settings) -> L
 
 def section_live(class_nbr: str, open_seats: int) -> SectionLive:
     state = SectionState(
-        term="2267",
+        term=OPEN_TERM.code,
         class_nbr=class_nbr,
         subject="CSE",
         catalog_nbr="310",
@@ -90,7 +93,9 @@ def section_live(class_nbr: str, open_seats: int) -> SectionLive:
         enrl_tot=150 - open_seats,
         open_seats=open_seats,
     )
-    return SectionLive(checked_at=time.time(), state=state, term="2267", class_nbr=class_nbr, found=True)
+    return SectionLive(
+        checked_at=time.time(), state=state, term=OPEN_TERM.code, class_nbr=class_nbr, found=True
+    )
 
 
 async def next_event(events: AsyncIterator[ServerSentEvent]) -> ServerSentEvent:
@@ -121,7 +126,7 @@ async def test_a_watched_section_reaches_only_its_watchers(
         alice_update = await next_event(alice_events)
         assert alice_update.event == "section"
         data = json.loads(alice_update.data)
-        assert (data["term"], data["class_nbr"], data["found"]) == ("2267", "66445", True)
+        assert (data["term"], data["class_nbr"], data["found"]) == (OPEN_TERM.code, "66445", True)
         assert data["section"]["open_seats"] == 3
         assert data["section"]["course"] == "CSE 310"
         assert data["section"]["instructor_links"][0]["name"] == "Ruben Acuna"
@@ -142,7 +147,7 @@ async def test_a_changed_watch_list_is_announced_and_followed(
         events = source.aiter_sse()
         assert (await next_event(events)).event == "ready"
 
-        response = await alice.post("/api/v1/watches", json={"term": "2267", "class_nbr": "66445"})
+        response = await alice.post("/api/v1/watches", json={"term": OPEN_TERM.code, "class_nbr": "66445"})
         assert response.status_code == 201
         assert (await next_event(events)).event == "watches"
 

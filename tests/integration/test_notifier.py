@@ -318,3 +318,19 @@ async def test_a_crash_after_the_provider_accepted_then_a_different_grouping_sen
     assert len({e["idempotency_key"] for e in emails}) == 1
     assert await resend_fake.fetch_send_calls(resend_url) == 2
     assert await db.fetchval("SELECT count(*) FROM notification WHERE sent_at IS NOT NULL") == 2
+
+
+async def test_a_student_an_admin_disabled_gets_no_alerts(
+    db: asyncpg.Pool, js: JetStreamContext, topology: Topology, settings: Settings
+) -> None:
+    await add_watcher(db, "ada@example.edu")
+    disabled = await add_watcher(db, "disabled@example.edu")
+    await db.execute(
+        "UPDATE app_user SET disabled_at = now() WHERE id = (SELECT user_id FROM watch WHERE id = $1)",
+        disabled,
+    )
+    handler = notifier(db, js, topology, settings, OutboxBackend(db))
+    await publish_change(js, topology, "seat_opened", "snap-1")
+    await handler.handle(await fetch(js, topology.notifier))
+    assert await outbox(db) == ["ada@example.edu"]
+    assert await db.fetchval("SELECT count(*) FROM notification WHERE watch_id = $1", disabled) == 0

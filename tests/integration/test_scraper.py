@@ -130,13 +130,18 @@ def open_window(topology: Topology) -> int:
 
 
 async def request_check(
-    js: JetStreamContext, topology: Topology, class_nbr: str = "12345", *, window: int | None = None
+    js: JetStreamContext,
+    topology: Topology,
+    class_nbr: str = "12345",
+    *,
+    window: int | None = None,
+    requested_at: float | None = None,
 ) -> None:
     check = CheckSection(
         term=TERM,
         class_nbr=class_nbr,
         window=open_window(topology) if window is None else window,
-        requested_at=time.time(),
+        requested_at=time.time() if requested_at is None else requested_at,
     )
     await js.publish(topology.check_subject, encode(check))
 
@@ -216,13 +221,31 @@ async def test_a_course_the_search_does_not_list_at_all_retires_nobody(
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
 
 
+async def test_a_scraper_a_little_behind_still_checks_what_it_fetches(
+    js: JetStreamContext, topology: Topology, settings: Settings, catalog: str
+) -> None:
+    await add_section(catalog)
+    async with class_search(settings, catalog) as search:
+        scraper = Scraper(search, js, topology)
+        # Its window just ended, but it was asked for seconds ago: short windows must not starve the scraper.
+        await request_check(js, topology, window=current_window(topology) - 1, requested_at=time.time() - 5)
+        await scraper.handle(await fetch(js, topology.scraper))
+    assert await snapshots(js, topology) == [("12345", 0)]
+
+
 async def test_a_check_whose_window_passed_is_acknowledged_without_a_request(
     js: JetStreamContext, topology: Topology, settings: Settings, catalog: str
 ) -> None:
     await add_section(catalog)
     async with class_search(settings, catalog) as search:
         scraper = Scraper(search, js, topology)
-        await request_check(js, topology, window=current_window(topology) - 1)
+        # Published at the start of the window before, and a few minutes old now.
+        await request_check(
+            js,
+            topology,
+            window=current_window(topology) - 1,
+            requested_at=time.time() - 3 * topology.check_interval_seconds,
+        )
         await scraper.handle(await fetch(js, topology.scraper))
     assert await searches(catalog) == 0
     assert await snapshots(js, topology) == []

@@ -15,6 +15,7 @@ from shared.asu import catalog_url
 from shared.events import AccountEmail, AccountEmailKind, ChangeKind, SectionChange, SectionState
 from shared.tokens import (
     RESET_PASSWORD,
+    STOP_WATCHING,
     UNSUBSCRIBE,
     UNSUBSCRIBE_TTL,
     VERIFY_EMAIL,
@@ -179,6 +180,16 @@ def test_list_unsubscribe_headers_carry_a_token_for_the_user() -> None:
     unsubscribe_url = f"{SITE}/unsubscribe?token={token}"
     assert unsubscribe_url in email.text
     assert unsubscribe_url in _parse(email.html).hrefs
+
+
+def test_each_alert_offers_to_stop_watching_just_this_section() -> None:
+    email = _render(_change("seat_opened"))
+
+    match = re.search(rf"{re.escape(SITE)}/stop-watching\?token=(\S+)", email.text)
+    assert match is not None
+    # The watch's id, not the user's: it ends this watch only.
+    assert verify(SECRET, STOP_WATCHING, match.group(1), now=DETECTED_AT) == "7"
+    assert match.group(0) in _parse(email.html).hrefs
 
 
 def _visible_text(email: Email) -> str:

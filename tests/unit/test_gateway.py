@@ -1,19 +1,28 @@
-"""Pure parts of the gateway: validation, passwords, the CSRF rule, terms, section views, the live hub."""
+"""Pure parts of the gateway: validation, passwords, the CSRF rule, terms, section views, the live hub,
+sessions, security headers."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
 import json
+import threading
+import time
 from datetime import UTC, date, datetime
 
 import pytest
+from argon2 import PasswordHasher
 
+from services.gateway import passwords
 from services.gateway.auth import Credentials, validate_credentials
-from services.gateway.csrf import is_json, needs_json
-from services.gateway.live import LiveHub
-from services.gateway.pages import upcoming_terms
-from services.gateway.passwords import hash_password, verify_password
+from services.gateway.csrf import declared_too_large, is_json, needs_json
+from services.gateway.live import LiveHub, revoke_subject
+from services.gateway.passwords import hash_password, needs_rehash, verify_password
 from services.gateway.sections import live_event
-from services.gateway.sessions import session_cookie
+from services.gateway.security import headers_for
+from services.gateway.sessions import MAX_SESSION_SECONDS, parse_session, session_cookie
+from services.gateway.terms import upcoming_terms
 from services.gateway.watches import NewWatch, validate_watch
 from shared.events import SectionLive, SectionState, WatchesChanged, encode
 from shared.settings import Settings
@@ -24,10 +33,62 @@ TOPOLOGY = Topology("unit", 60)
 
 def test_passwords_verify_only_themselves_and_are_salted() -> None:
     first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first.startswith("$argon2id$")
     assert first != second
     assert verify_password("correct horse", first)
     assert not verify_password("correct horsE", first)
     assert not verify_password("correct horse", "not-a-hash")
+    assert not needs_rehash(first)
+
+
+def _scrypt_hash(password: str) -> str:
+    salt = b"salt-of-16-bytes"
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt$16384$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def test_old_hashes_still_verify_and_ask_to_be_replaced() -> None:
+    legacy = _scrypt_hash("correct horse")
+    assert verify_password("correct horse", legacy)
+    assert not verify_password("correct horsE", legacy)
+    assert needs_rehash(legacy)
+    cheaper = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash("correct horse")
+    assert verify_password("correct horse", cheaper)
+    assert needs_rehash(cheaper)
+
+
+async def test_hashing_runs_a_bounded_number_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def slow_verify(password: str, stored: str) -> bool:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+        return True
+
+    monkeypatch.setattr(passwords, "verify_password", slow_verify)
+    assert all(await asyncio.gather(*(passwords.verify_async("p", "h") for _ in range(20))))
+    assert peak == passwords.CONCURRENT_HASHES
+
+
+async def test_too_many_waiting_hashes_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def blocked(password: str, stored: str) -> bool:
+        return release.wait(5)
+
+    monkeypatch.setattr(passwords, "verify_password", blocked)
+    limit = passwords.CONCURRENT_HASHES + passwords.MAX_WAITING
+    waiting = [asyncio.ensure_future(passwords.verify_async("p", "h")) for _ in range(limit)]
+    await asyncio.sleep(0)
+    with pytest.raises(passwords.HashingBusy):
+        await passwords.verify_async("p", "h")
+    release.set()
+    assert all(await asyncio.gather(*waiting))
 
 
 @pytest.mark.parametrize(
@@ -39,6 +100,10 @@ def test_passwords_verify_only_themselves_and_are_salted() -> None:
         ("sparky@asu", "12345678", "email must look like name@example.edu"),
         ("spa rky@asu.edu", "12345678", "email must look like name@example.edu"),
         ("sparky@asu.edu", "1234567", "password must be at least 8 characters"),
+        ("sparky@asu.edu", "1234\x005678", "password must not contain control characters"),
+        ("sparky@asu.edu", "tab\there!", "password must not contain control characters"),
+        ("sparky@asu.edu", "pässwörd with spaces", None),
+        ("v\u0130cki@asu.edu", "12345678", "email must look like name@example.edu"),
     ],
 )
 def test_credentials_validation(email: str, password: str, problem: str | None) -> None:
@@ -71,6 +136,13 @@ def test_watch_validation(term: str, class_nbr: str, problem: str | None) -> Non
 )
 def test_which_requests_must_be_json(method: str, path: str, has_body: bool, expected: bool) -> None:
     assert needs_json(method, path, has_body) is expected
+
+
+def test_bodies_announced_too_large_are_refused_up_front() -> None:
+    assert declared_too_large("16385", 16 * 1024)
+    assert not declared_too_large("16384", 16 * 1024)
+    assert not declared_too_large("", 16 * 1024)
+    assert not declared_too_large("99999999", None)
 
 
 def test_json_content_type_allows_parameters() -> None:
@@ -164,7 +236,53 @@ def test_hub_drops_garbage() -> None:
     assert stream.queue.empty()
 
 
-def test_session_cookie_is_http_only_lax_and_secure_behind_https() -> None:
+def test_session_cookie_is_http_only_lax_and_host_prefixed_and_secure_behind_https() -> None:
     cookie = session_cookie(Settings(site_url="https://pickmyclass.app"), "abc")
-    assert (cookie.httponly, cookie.samesite, cookie.secure) == (True, "lax", True)
-    assert session_cookie(Settings(site_url="http://localhost:8000"), "abc").secure is False
+    assert (cookie.key, cookie.httponly, cookie.samesite, cookie.secure) == (
+        "__Host-pmc_session",
+        True,
+        "lax",
+        True,
+    )
+    assert (cookie.path, cookie.domain) == ("/", None)
+    plain = session_cookie(Settings(site_url="http://localhost:8000"), "abc")
+    assert (plain.key, plain.secure) == ("pmc_session", False)
+
+
+def test_hub_ends_revoked_streams_by_session_user_or_stream() -> None:
+    hub = LiveHub(TOPOLOGY)
+    laptop = hub.open(1, frozenset(), session="s1")
+    phone = hub.open(1, frozenset(), session="s2")
+    other = hub.open(2, frozenset(), session="s3")
+    hub.dispatch(revoke_subject(TOPOLOGY, "session", "s1"), b"")
+    assert laptop.queue.get_nowait()[0] == "close"
+    assert phone.queue.empty()
+    hub.dispatch(revoke_subject(TOPOLOGY, "stream", phone.stream_id), b"")
+    assert phone.queue.get_nowait()[0] == "close"
+    hub.dispatch(revoke_subject(TOPOLOGY, "user", "2"), b"")
+    assert other.queue.get_nowait()[0] == "close"
+    assert hub.stream_count == 0
+    hub.dispatch(revoke_subject(TOPOLOGY, "user", "not-a-number"), b"")
+
+
+def test_a_session_lives_30_days_from_log_in_at_most() -> None:
+    now = 2_000_000_000.0
+    assert parse_session(b"7:" + str(int(now) - 3600).encode(), now) == 7
+    assert parse_session(f"7:{int(now) - MAX_SESSION_SECONDS}".encode(), now) is None
+    with pytest.raises(ValueError, match="not enough values"):
+        parse_session(b"7", now)
+
+
+def test_security_headers() -> None:
+    api = headers_for("/api/v1/watches", hsts=False)
+    assert api["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in api
+    policy = api["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "unsafe" not in policy
+    page = headers_for("/", hsts=True)
+    assert "Cache-Control" not in page
+    assert page["Strict-Transport-Security"].startswith("max-age=")
+    assert page["Referrer-Policy"] == "no-referrer"
+    assert page["X-Content-Type-Options"] == "nosniff"

@@ -1,68 +1,51 @@
-"use strict";
 // The password reset page (GET /reset?token=…): posts the token and the new password as JSON, the only
 // kind of body the API accepts for a change (the server's CSRF rule).
+import { ApiError, api, busy, clearErrors, say, setFormError, showFieldErrors } from "./common.js";
 
-const $ = (selector) => document.querySelector(selector);
-
-function showMessage(text, ok = false) {
-  const box = $("#message");
-  // The API's messages are lower-case phrases; on the page they stand as sentences.
-  box.textContent = text ? text[0].toUpperCase() + text.slice(1) : "";
-  box.className = ok ? "ok" : "";
-  box.hidden = !text;
-}
+const form = document.getElementById("reset-form");
+const password = form.elements.password;
+const confirm = form.elements.confirm;
 
 function finish(linkText, href) {
-  $("#reset").hidden = true;
-  $("#next-link").textContent = linkText;
-  $("#next-link").href = href;
-  $("#next").hidden = false;
+  document.getElementById("reset").hidden = true;
+  const link = document.getElementById("next-link");
+  link.textContent = linkText;
+  link.href = href;
+  document.getElementById("next").hidden = false;
+  link.focus();
 }
 
-async function save(event) {
+form.addEventListener("submit", async (event) => {
   event.preventDefault();
-  const form = event.target;
-  const button = form.querySelector("button[type=submit]");
-  if (form.password.value !== form.confirm.value) {
-    showMessage("The two passwords are not the same.");
-    form.confirm.focus();
+  clearErrors(form);
+  if (password.value.length < 8) {
+    showFieldErrors([[password, "Use at least 8 characters."]]);
+    return;
+  }
+  if (password.value !== confirm.value) {
+    showFieldErrors([[confirm, "The two passwords are not the same."]]);
     return;
   }
   const token = new URLSearchParams(window.location.search).get("token") || "";
-  button.disabled = true;
-  let response;
+  busy(form, true);
   try {
-    response = await fetch("/api/v1/auth/password/reset", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "Content-Type": "application/json" },
-      body: JSON.stringify({ token, password: form.password.value }),
-    });
-  } catch {
-    button.disabled = false;
-    showMessage("Cannot reach PickMyClass. Check your connection and try again.");
+    await api("POST", "/api/v1/auth/password/reset", { token, password: password.value });
+  } catch (error) {
+    busy(form, false);
+    if (error instanceof ApiError && (error.status === 400 || error.status === 410)) {
+      // This link cannot work any more; a new one can.
+      say(error.message, { error: true });
+      finish("Ask for a new reset link", "/#forgot");
+    } else if (error instanceof ApiError && error.status === 422) {
+      showFieldErrors([[password, error.message]]);
+    } else {
+      setFormError(form, error.message);
+    }
     return;
   }
-  if (response.status === 204) {
-    form.reset();
-    // The token is spent: keep it out of the history and out of a reload.
-    window.history.replaceState(null, "", "/reset");
-    showMessage("Your password is changed, and every device that was logged in is logged out.", true);
-    finish("Log in with your new password", "/");
-    return;
-  }
-  button.disabled = false;
-  let detail = `Request failed (${response.status})`;
-  try {
-    detail = (await response.json()).detail || detail;
-  } catch {
-    // Not JSON: keep the status line.
-  }
-  showMessage(detail);
-  // 400/410: this link cannot work any more; a new one can.
-  if (response.status === 400 || response.status === 410) finish("Ask for a new reset link", "/#forgot");
-}
-
-document.addEventListener("DOMContentLoaded", () => {
-  $("#reset-form").addEventListener("submit", save);
+  form.reset();
+  // The token is spent: keep it out of the history and out of a reload.
+  window.history.replaceState(null, "", "/reset");
+  say("Your password is changed, and every device that was logged in is logged out.");
+  finish("Log in with your new password", "/#login");
 });
