@@ -15,43 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import math
-import os
-import secrets
-import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
-import redis.asyncio as redis
 
-from bench.pipeline import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_NATS_URL,
-    DEFAULT_REDIS_URL,
-    BenchError,
-    Processes,
-    connect,
-    require_reachable,
-    run_setup,
-    say,
-    service_env,
-)
-from devtools.net import free_port
+from bench.gateway import gateway_world, memory_kib, percentile, run_bench
+from bench.pipeline import say
 from services.gateway import emails, passwords
-from shared.db import create_pool, with_database
-from shared.streams import Topology
 
 PASSWORD = "bench password 42"
-START_SECONDS = 30.0
 LOGIN_TIMEOUT_SECONDS = 60.0
 
 
@@ -65,21 +40,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     if not 1 <= args.clients <= 2000 or not 1 <= args.rounds <= 20:
         parser.error("--clients 1..2000, --rounds 1..20")
     return args
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """Resident memory now and at its peak (VmRSS, VmHWM) of a process, in KiB, from /proc."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0])
-    return values
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
 
 
 async def seed(pool: asyncpg.Pool, students: int) -> list[str]:
@@ -155,87 +115,16 @@ async def storm(base_url: str, addresses: list[str], rounds: int, pid: int) -> d
     }
 
 
-async def wait_gateway(base_url: str, processes: Processes) -> None:
-    started = time.monotonic()
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
-        while time.monotonic() - started < START_SECONDS:
-            processes.check_alive()
-            with suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise BenchError(f"the gateway is not ready after {START_SECONDS:.0f} s\n{processes.log_tails()}")
-
-
-@contextlib.asynccontextmanager
-async def world(clients: int) -> AsyncIterator[tuple[str, int, list[str]]]:
-    nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
-    server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    require_reachable("NATS", nats_url, "NATS_URL")
-    require_reachable("PostgreSQL", server_url, "DATABASE_URL")
-    require_reachable("Redis", redis_url, "REDIS_URL")
-    tag = secrets.token_hex(5)
-    namespace, database = f"l{tag}", f"pmc_bench_logins_{tag}"
-    database_url = with_database(server_url, database)
-    topology = Topology(namespace, 300)
-    nc = await connect(nats_url)
-    logs = Path(tempfile.mkdtemp(prefix="pmc-bench-logins-"))
-    port = free_port()
-    env = service_env(nats_url, database_url, redis_url, namespace, "http://127.0.0.1:9/unused", "")
-    env.update(GATEWAY_PORT=str(port), TRUSTED_PROXIES="127.0.0.1", LOG_LEVEL="warning")
-    processes = Processes(logs, env)
-    pool: asyncpg.Pool | None = None
-    say(f"namespace {namespace}, database {database}, gateway log in {logs}")
-    try:
-        await run_setup(env)
-        pool = await create_pool(database_url)
-        addresses = await seed(pool, clients)
-        await processes.start("gateway", "services.gateway")
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_gateway(base_url, processes)
-        yield base_url, processes.pids()["gateway"], addresses
-    finally:
-        await processes.stop_all()
-        if pool is not None:
-            await pool.close()
-        js = nc.jetstream()
-        for stream in topology.streams:
-            with suppress(Exception):
-                await js.delete_stream(stream.name)
-        await nc.close()
-        await forget_redis_keys(redis_url, namespace)
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-async def forget_redis_keys(redis_url: str, namespace: str) -> None:
-    client: redis.Redis = redis.Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(f"{namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
-    async with world(options.clients) as (base_url, pid, addresses):
+    async with gateway_world("logins") as world:
+        addresses = await seed(world.pool, options.clients)
         say(f"{options.clients} students log in at once, {options.rounds} time(s)")
-        return await storm(base_url, addresses, options.rounds, pid)
+        return await storm(world.base_url, addresses, options.rounds, world.pid)
 
 
 def main() -> None:
     options = parse_options()
-    try:
-        result = asyncio.run(bench(options))
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+    run_bench(lambda: bench(options))
 
 
 if __name__ == "__main__":

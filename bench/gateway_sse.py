@@ -14,46 +14,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
-import secrets
 import statistics
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from contextlib import suppress
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from nats.aio.client import Client
 
-from bench.pipeline import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_NATS_URL,
-    DEFAULT_REDIS_URL,
-    BenchError,
-    Processes,
-    connect,
-    require_reachable,
-    run_setup,
-    say,
-    service_env,
-)
-from devtools.net import free_port
+from bench.gateway import gateway_world, memory_kib, network_of, percentile, run_bench
+from bench.pipeline import BenchError, say
 from services.gateway.passwords import hash_password
-from shared.db import create_pool, with_database
 from shared.events import SectionLive, SectionState, encode
 from shared.streams import Topology
 
 TERM, CLASS_NBR = "2271", "10001"
 PASSWORD = "bench password 42"
-START_SECONDS = 30.0
 OPEN_SECONDS = 120.0
 DELIVERY_SECONDS = 10.0
 LOGOUT_SECONDS = 10.0
@@ -68,21 +48,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     if not 1 <= args.connections <= 20_000 or not 1 <= args.per_user <= 100 or not 1 <= args.updates <= 600:
         parser.error("--connections 1..20000, --per-user 1..100, --updates 1..600")
     return args
-
-
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(resident now, peak resident) of a process, in KiB, from /proc."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            values[name] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
 
 
 class Tally:
@@ -196,18 +161,6 @@ async def wait_for(event: asyncio.Event, seconds: float) -> bool:
     return False
 
 
-async def wait_gateway(base_url: str, processes: Processes) -> None:
-    started = time.monotonic()
-    async with httpx.AsyncClient(base_url=base_url, timeout=2) as client:
-        while time.monotonic() - started < START_SECONDS:
-            processes.check_alive()
-            with suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise BenchError(f"the gateway is not ready after {START_SECONDS:.0f} s\n{processes.log_tails()}")
-
-
 async def measure(
     options: argparse.Namespace, base_url: str, pid: int, pool: asyncpg.Pool, nc: Client, topology: Topology
 ) -> dict[str, Any]:
@@ -216,10 +169,8 @@ async def measure(
     say(f"{students} students watching {TERM}/{CLASS_NBR}, {options.per_user} streams each")
     clients = []
     for index, email in enumerate(emails):
-        clients.append(
-            await log_in(base_url, email, f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256}")
-        )
-    rss_before, _ = rss_kib(pid)
+        clients.append(await log_in(base_url, email, network_of(index)))
+    rss_before = memory_kib(pid)["VmRSS"]
     opened = time.monotonic()
     pairs = [(client, n) for client in clients for n in range(options.per_user)][: options.connections]
     tally = Tally(len(pairs))
@@ -233,7 +184,7 @@ async def measure(
     refused_open = [stream for stream in streams if stream.status != 200 or stream.error]
     # Idle for a moment so the memory read is of idle streams, not of their set-up.
     await asyncio.sleep(2)
-    rss_open, _ = rss_kib(pid)
+    rss_open = memory_kib(pid)["VmRSS"]
     per_stream_kib = (rss_open - rss_before) / len(streams)
     say(f"  {len(streams)} open in {open_seconds:.1f} s; gateway RSS {rss_before} → {rss_open} KiB")
 
@@ -273,7 +224,7 @@ async def measure(
     logout_seconds = time.monotonic() - logged_out
     say(f"  logout ({response.status_code}) ended its {len(own)} streams: {ended} in {logout_seconds:.2f} s")
 
-    _, rss_peak = rss_kib(pid)
+    rss_peak = memory_kib(pid)["VmHWM"]
     for stream in streams:
         stream.task.cancel()
     await asyncio.gather(*(stream.task for stream in streams), return_exceptions=True)
@@ -301,70 +252,15 @@ async def measure(
     }
 
 
-@contextlib.asynccontextmanager
-async def world(
-    options: argparse.Namespace,
-) -> AsyncIterator[tuple[str, int, asyncpg.Pool, Client, Topology]]:
-    nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
-    server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    require_reachable("NATS", nats_url, "NATS_URL")
-    require_reachable("PostgreSQL", server_url, "DATABASE_URL")
-    require_reachable("Redis", redis_url, "REDIS_URL")
-    tag = secrets.token_hex(5)
-    namespace, database = f"s{tag}", f"pmc_bench_sse_{tag}"
-    database_url = with_database(server_url, database)
-    topology = Topology(namespace, 300)
-    nc = await connect(nats_url)
-    logs = Path(tempfile.mkdtemp(prefix="pmc-bench-sse-"))
-    port = free_port()
-    env = service_env(nats_url, database_url, redis_url, namespace, "http://127.0.0.1:9/unused", "")
-    env.update(
-        GATEWAY_PORT=str(port),
-        TRUSTED_PROXIES="127.0.0.1",
-        SSE_MAX_CONNECTIONS=str(options.connections),
-        SSE_MAX_PER_USER=str(options.per_user),
-        LOG_LEVEL="warning",
-    )
-    processes = Processes(logs, env)
-    pool: asyncpg.Pool | None = None
-    say(f"namespace {namespace}, database {database}, gateway log in {logs}")
-    try:
-        await run_setup(env)
-        pool = await create_pool(database_url)
-        await processes.start("gateway", "services.gateway")
-        base_url = f"http://127.0.0.1:{port}"
-        await wait_gateway(base_url, processes)
-        yield base_url, processes.pids()["gateway"], pool, nc, topology
-    finally:
-        await processes.stop_all()
-        if pool is not None:
-            await pool.close()
-        js = nc.jetstream()
-        for stream in topology.streams:
-            with suppress(Exception):
-                await js.delete_stream(stream.name)
-        await nc.close()
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
-    async with world(options) as (base_url, pid, pool, nc, topology):
-        return await measure(options, base_url, pid, pool, nc, topology)
+    env = {"SSE_MAX_CONNECTIONS": str(options.connections), "SSE_MAX_PER_USER": str(options.per_user)}
+    async with gateway_world("sse", env) as world:
+        return await measure(options, world.base_url, world.pid, world.pool, world.nc, world.topology)
 
 
 def main() -> None:
     options = parse_options()
-    try:
-        result = asyncio.run(bench(options))
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        sys.exit(1)
-    print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
+    run_bench(lambda: bench(options))
 
 
 if __name__ == "__main__":
