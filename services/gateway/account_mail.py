@@ -57,23 +57,17 @@ async def publish(js: JetStreamContext, topology: Topology, event: AccountEmail)
     await js.publish(topology.account_subject(event.kind), encode(event), headers={"Nats-Msg-Id": msg_id})
 
 
-async def send_link(
-    conn: Conn,
-    js: JetStreamContext,
-    topology: Topology,
-    *,
-    kind: TokenPurpose,
-    user_id: int,
-    to: str,
-) -> None:
-    """Store a fresh single-use token for `user_id` and publish the email carrying its link. Call inside a
-    transaction: the publish comes first, so a failed publish rolls the token back."""
+async def issue_link(conn: Conn, *, kind: TokenPurpose, user_id: int, to: str) -> AccountEmail:
+    """Store a fresh single-use token for `user_id`; the email carrying its link, to `send` once the
+    caller's transaction has committed: a link sent first could be opened (by a scanner, a fast student,
+    a test) before its token is visible, and would read as used or invalid. A send that fails afterwards
+    leaves a token nobody can name (it expires); the student asks again."""
     now = time.time()
     nonce = secrets.token_urlsafe(32)
     expires_at = now + TOKEN_TTL[kind]
     await conn.execute(DELETE_OLD_TOKENS, user_id)
     await conn.execute(INSERT_TOKEN, user_id, kind, nonce_hash(nonce), expires_at)
-    event = AccountEmail(
+    return AccountEmail(
         kind=kind,
         user_id=user_id,
         to=to,
@@ -81,8 +75,12 @@ async def send_link(
         expires_at=expires_at,
         requested_at=now,
     )
+
+
+async def send(js: JetStreamContext, topology: Topology, event: AccountEmail) -> None:
+    """Ask the notifier for the email of an issued link."""
     await publish(js, topology, event)
-    log.info("account email requested", kind=kind, user_id=user_id)
+    log.info("account email requested", kind=event.kind, user_id=event.user_id)
 
 
 async def send_notice(js: JetStreamContext, topology: Topology, *, user_id: int, to: str) -> None:

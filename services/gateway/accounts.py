@@ -34,7 +34,8 @@ from services.gateway.account_mail import (
     Spent,
     TokenPurpose,
     Unusable,
-    send_link,
+    issue_link,
+    send,
     spend_token,
     token_state,
 )
@@ -364,6 +365,7 @@ async def _mail_link(
             log.info("account email throttled", kind=kind, user_id=row["id"])
             return
         async with pool.acquire() as conn, conn.transaction():
-            await send_link(conn, js, topology, kind=kind, user_id=row["id"], to=row["email"])
+            link = await issue_link(conn, kind=kind, user_id=row["id"], to=row["email"])
+        await send(js, topology, link)
     except Exception:
         log.exception("account email could not be requested", kind=kind)

@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from redis.asyncio import Redis
 
 from services.gateway import emails
-from services.gateway.account_mail import send_link, send_notice
+from services.gateway.account_mail import issue_link, send, send_notice
 from services.gateway.admins import DISABLED_MESSAGE, is_disabled
 from services.gateway.bodies import (
     BAD_JSON,
@@ -233,13 +233,16 @@ async def _register(
     try:
         # Hashed for a taken address too: the work, like the answer, does not depend on the address.
         password_hash = await hash_async(password)
+        link = None
         async with pool.acquire() as conn, conn.transaction():
             user_id = await conn.fetchval(INSERT_USER, email, canonical, password_hash)
-            if user_id is not None:
-                log.info("user registered", user_id=user_id)
-                if await throttles.address_allows("verify", address):
-                    await send_link(conn, js, topology, kind="verify", user_id=user_id, to=email)
-                return
+            if user_id is not None and await throttles.address_allows("verify", address):
+                link = await issue_link(conn, kind="verify", user_id=user_id, to=email)
+        if user_id is not None:
+            log.info("user registered", user_id=user_id)
+            if link is not None:
+                await send(js, topology, link)
+            return
         row = await pool.fetchrow(SELECT_USER_BY_EMAIL, canonical)
         if row is None:  # deleted in between: nothing to tell anyone
             return
@@ -250,7 +253,8 @@ async def _register(
             # Never verified: a new link, and the password stays what it was. Replacing it would let anyone
             # set the password of an account its owner is about to verify.
             async with pool.acquire() as conn, conn.transaction():
-                await send_link(conn, js, topology, kind="verify", user_id=row["id"], to=row["email"])
+                link = await issue_link(conn, kind="verify", user_id=row["id"], to=row["email"])
+            await send(js, topology, link)
     except Exception:
         log.exception("registration could not be completed")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -223,7 +224,9 @@ async def test_a_crashed_browser_is_relaunched_on_next_use(
     before = chromium_processes()
     assert before
     for pid in before:
-        os.kill(pid, signal.SIGKILL)
+        # Killing the browser's main process can take its children with it before they are reached.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
     async def disconnected() -> bool:
         return not browser.running
