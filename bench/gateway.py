@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import secrets
 import sys
 import tempfile
@@ -29,13 +28,10 @@ import redis.asyncio as redis
 from nats.aio.client import Client
 
 from bench.pipeline import (
-    DEFAULT_DATABASE_URL,
-    DEFAULT_NATS_URL,
-    DEFAULT_REDIS_URL,
     BenchError,
     Processes,
     connect,
-    require_reachable,
+    local_servers,
     run_setup,
     say,
     service_env,
@@ -102,12 +98,7 @@ async def forget_redis_keys(redis_url: str, namespace: str) -> None:
 @contextlib.asynccontextmanager
 async def gateway_world(name: str, env: dict[str, str] | None = None) -> AsyncIterator[GatewayWorld]:
     """A throwaway world named after the bench `name`, its gateway started with `env` on top."""
-    nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
-    server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    require_reachable("NATS", nats_url, "NATS_URL")
-    require_reachable("PostgreSQL", server_url, "DATABASE_URL")
-    require_reachable("Redis", redis_url, "REDIS_URL")
+    nats_url, server_url, redis_url = local_servers()
     tag = secrets.token_hex(5)
     namespace, database = f"g{tag}", f"pmc_bench_{name}_{tag}"
     database_url = with_database(server_url, database)

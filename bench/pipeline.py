@@ -907,13 +907,20 @@ async def connect(nats_url: str) -> Client:
     return nc
 
 
-async def bench(options: Options) -> dict[str, Any]:
+def local_servers() -> tuple[str, str, str]:
+    """NATS, PostgreSQL (server) and Redis URLs from the environment or the standard local ports, each
+    checked to answer."""
     nats_url = os.environ.get("NATS_URL") or DEFAULT_NATS_URL
     server_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
     require_reachable("NATS", nats_url, "NATS_URL")
     require_reachable("PostgreSQL", server_url, "DATABASE_URL")
     require_reachable("Redis", redis_url, "REDIS_URL")
+    return nats_url, server_url, redis_url
+
+
+async def bench(options: Options) -> dict[str, Any]:
+    nats_url, server_url, redis_url = local_servers()
     tag = secrets.token_hex(5)
     namespace, database = f"b{tag}", f"pmc_bench_{tag}"
     database_url = with_database(server_url, database)

@@ -7,8 +7,7 @@ import contextlib
 import json
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from prometheus_client import REGISTRY
 from devtools import catalog_sim
 from services.scraper.browser import CHROMIUM_ARGS, BrowserSource, BrowserUnavailable, PageFailed, page_url
 from services.scraper.parser import find_section
+from tests.e2e.system import eventually
 
 CHROMIUM = "/usr/bin/chromium"
 TERM = "2267"
@@ -93,14 +93,6 @@ def class_nbrs(body: bytes) -> list[str]:
 
 def pages(outcome: str) -> float:
     return REGISTRY.get_sample_value("pmc_browser_pages_total", {"outcome": outcome}) or 0.0
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 def chromium_processes() -> set[int]:
@@ -231,7 +223,7 @@ async def test_a_crashed_browser_is_relaunched_on_next_use(
     async def disconnected() -> bool:
         return not browser.running
 
-    await eventually(disconnected, "the source sees its Chromium gone")
+    await eventually(disconnected, "the source sees its Chromium gone", within=5)
     body = await browser.search(COURSE_QUERY)
 
     assert sorted(class_nbrs(body)) == ["66445", "66446"]
@@ -266,7 +258,7 @@ async def test_aclose_ends_a_search_in_flight_and_leaves_no_chromium(
     async def page_waiting() -> bool:
         return bool((await door(sim))["sessions_in_flight"])
 
-    await eventually(page_waiting, "the page is waiting for its session")
+    await eventually(page_waiting, "the page is waiting for its session", within=5)
     mine = chromium_processes() - others
     assert mine
 
@@ -278,7 +270,7 @@ async def test_aclose_ends_a_search_in_flight_and_leaves_no_chromium(
     async def exited() -> bool:
         return not alive(mine)
 
-    await eventually(exited, "the closed source's Chromium processes exit")
+    await eventually(exited, "the closed source's Chromium processes exit", within=5)
     async with asyncio.timeout(0.1):
         await source.aclose()
     with pytest.raises(BrowserUnavailable, match="closed"):
